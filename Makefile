@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh machine with Python 3.11:
+#   make demo   - create the environment if missing, then materialize every asset (demo profile)
+#   make test   - create the environment if missing, then run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DVC_ENV := .tools/dvc
+export DAGSTER_HOME ?= $(CURDIR)/workspace/dagster_home
+
+.PHONY: demo test env ui mlflow-ui bench clean
+
+# The project environment: every pin comes from requirements.lock (generated with
+# `uv pip compile`, see README), installed without resolution so nothing drifts.
+$(BIN)/.installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+# DVC in its own environment: its hydra/omegaconf pin antlr4 4.9, Dagster needs 4.13.
+$(DVC_ENV)/bin/dvc: tools/dvc-requirements.txt
+	test -x $(DVC_ENV)/bin/python || $(PYTHON) -m venv $(DVC_ENV)
+	$(DVC_ENV)/bin/pip install --quiet -r tools/dvc-requirements.txt
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: infra/dagster/dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp infra/dagster/dagster.yaml $@
+
+env: $(BIN)/.installed $(DVC_ENV)/bin/dvc $(DAGSTER_HOME)/dagster.yaml
+
+demo: env
+	$(BIN)/dagster asset materialize -m orchestration.definitions --select '*'
+
+test: env
+	$(BIN)/pytest
+
+ui: env
+	$(BIN)/dagster dev -m orchestration.definitions
+
+bench: env
+	$(BIN)/python benchmarks/synthetic_source.py
+
+clean:
+	rm -rf workspace

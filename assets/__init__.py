@@ -1,0 +1,1 @@
+"""Dagster software-defined assets, grouped by domain; thin wrappers over flywheel.stages."""

@@ -1,0 +1,1 @@
+"""Evaluation of trained model versions (semantic accuracy, attention alignment, image quality)."""

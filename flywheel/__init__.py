@@ -1,0 +1,1 @@
+"""The Annotate Anyone data flywheel: sources, store, manifests, protocol, filters, annotation, snapshots."""

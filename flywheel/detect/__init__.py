@@ -1,0 +1,1 @@
+"""Person and face detectors. Defaults need no downloaded weights (OpenCV ships them)."""

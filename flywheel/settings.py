@@ -1,0 +1,93 @@
+"""Typed settings, loaded from ``configs/<profile>.yaml`` with environment overrides.
+
+Precedence: environment (``COSMICMAN_<FIELD>``, nested with ``__``, e.g.
+``COSMICMAN_WORKSPACE=/data/ws`` or ``COSMICMAN_SYNTHETIC__COUNT=100``) over the profile
+file over the defaults below. The profile comes from the argument, else
+``COSMICMAN_PROFILE``, else ``demo``. Relative paths are resolved against the project root.
+Secrets never live here: fields that name a secret hold the *name* of an environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from flywheel.synthetic.source import SyntheticConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class SettingsError(ValueError):
+    """A profile is missing or invalid; the message names the file and the field."""
+
+
+class SyntheticSourceSettings(SyntheticConfig):
+    type: Literal["synthetic"] = "synthetic"
+    name: str = "synthetic"
+    count: int = Field(2000, ge=0, description="samples rendered per refresh batch")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COSMICMAN_", env_nested_delimiter="__", extra="forbid")
+
+    profile: str = "demo"
+    workspace: Path = Path("workspace")
+    store_url: str | None = Field(None, description="content store root; default <workspace>/store")
+    protocol_path: Path | None = Field(None, description="label protocol YAML; default the bundled protocol")
+    synthetic: SyntheticSourceSettings = Field(default_factory=SyntheticSourceSettings)
+    dvc_executable: str = Field(".tools/dvc/bin/dvc", description="DVC command-line tool (isolated environment)")
+    preview_size: int = Field(24, ge=0, description="samples in asset preview grids")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        # the profile file arrives as init kwargs; the environment overrides it
+        return env_settings, init_settings
+
+    def model_post_init(self, _ctx: Any) -> None:
+        if not self.workspace.is_absolute():
+            self.workspace = (PROJECT_ROOT / self.workspace).resolve()
+        if self.store_url is None:
+            self.store_url = str(self.workspace / "store")
+        if self.protocol_path is not None and not self.protocol_path.is_absolute():
+            self.protocol_path = (PROJECT_ROOT / self.protocol_path).resolve()
+
+    # ---- derived paths ---------------------------------------------------------------
+    @property
+    def manifests_dir(self) -> Path:
+        return self.workspace / "manifests"
+
+    def dvc_command(self) -> str:
+        exe = Path(self.dvc_executable)
+        if not exe.is_absolute() and (PROJECT_ROOT / exe).exists():
+            return str(PROJECT_ROOT / exe)
+        return self.dvc_executable
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get("COSMICMAN_CONFIG_DIR", PROJECT_ROOT / "configs"))
+
+
+def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
+    profile = profile or os.environ.get("COSMICMAN_PROFILE") or "demo"
+    path = config_dir() / f"{profile}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in config_dir().glob("*.yaml"))
+        raise SettingsError(f"{path}: no such profile {profile!r} (known: {', '.join(known) or 'none'})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: expected a mapping at the top level")
+    data.setdefault("profile", profile)
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"{path}: invalid settings: {problems}") from None

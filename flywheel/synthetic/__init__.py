@@ -1,0 +1,1 @@
+"""The embedded synthetic human source (renderer with exact ground truth)."""
