@@ -94,7 +94,7 @@ def build_skeleton(answers: dict, traits: PersonTraits, cx: float, top: float, s
     head_w = head_h * (0.74 if woman else 0.8) / 2
 
     def y_at(t: float) -> float:  # t: 0 at the neck base, 1 at the sole
-        return top + u * (head_h + 0.03 + t * (1 - head_h - 0.03))
+        return top + u * (head_h + 0.015 + t * (1 - head_h - 0.015))
 
     head_c = np.array([cx, top + u * head_h / 2])
     stoop = 0.025 * u if answers["age"] == "elderly" else 0.0
@@ -341,13 +341,24 @@ def _head(cv: Canvas, sk: Skeleton, answers: dict, skin, hair_rgb, hair_len: str
         cv.ellipse(hc + (s * hw * 0.98, hh * 0.05), (hw * 0.16, hh * 0.2), FACE, skin)
     cv.ellipse(hc, (hw, hh), FACE, skin)
     child = answers["age"] == "child"
+    # Shading in the places a real face has it (eye sockets, under the nose, the jaw),
+    # so classical face detectors see the dark-eye-band / light-nose-bridge pattern.
+    shade = tuple(int(c * 0.72) for c in skin)
+    light = tuple(min(255, int(c * 1.1)) for c in skin)
+    cv.ellipse((hc[0], hc[1] + 0.55 * hh), (0.8 * hw, 0.42 * hh), None, tuple(int(c * 0.9) for c in skin))
+    cv.ellipse((hc[0], hc[1] + 0.45 * hh), (0.74 * hw, 0.45 * hh), None, skin)
     eye_y = hc[1] - 0.05 * hh
-    eye_r = hw * (0.14 if child else 0.1)
+    eye_r = hw * (0.16 if child else 0.13)
     for s in (1, -1):
-        cv.circle((hc[0] + s * 0.38 * hw, eye_y), eye_r, None, (250, 250, 250))
-        cv.circle((hc[0] + s * 0.38 * hw, eye_y), eye_r * 0.6, None, (30, 25, 20))
-        cv.line((hc[0] + s * 0.2 * hw, eye_y - 0.28 * hh), (hc[0] + s * 0.58 * hw, eye_y - 0.3 * hh), max(1.0, 0.05 * hh), None, tuple(int(c * 0.6) for c in hair_rgb))
-    cv.line((hc[0], hc[1] + 0.02 * hh), (hc[0] + 0.05 * hw, hc[1] + 0.25 * hh), max(1.0, 0.04 * hh), None, tuple(int(c * 0.8) for c in skin))
+        cv.ellipse((hc[0] + s * 0.38 * hw, eye_y - 0.02 * hh), (0.3 * hw, 0.16 * hh), None, shade)
+    cv.ellipse((hc[0], hc[1] + 0.02 * hh), (0.1 * hw, 0.3 * hh), None, light)  # nose bridge
+    brow = tuple(int(c * 0.5) for c in hair_rgb) if hair_len != "bald" else tuple(int(c * 0.45) for c in skin)
+    for s in (1, -1):
+        cv.circle((hc[0] + s * 0.38 * hw, eye_y), eye_r, None, (236, 236, 236))
+        cv.circle((hc[0] + s * 0.38 * hw, eye_y), eye_r * 0.7, None, (30, 25, 20))
+        cv.line((hc[0] + s * 0.16 * hw, eye_y - 0.24 * hh), (hc[0] + s * 0.62 * hw, eye_y - 0.27 * hh), max(1.0, 0.09 * hh), None, brow)
+        cv.circle((hc[0] + s * 0.1 * hw, hc[1] + 0.3 * hh), max(0.6, 0.05 * hw), None, tuple(int(c * 0.45) for c in skin))
+    cv.ellipse((hc[0], hc[1] + 0.36 * hh), (0.16 * hw, 0.05 * hh), None, shade)  # shadow under the nose
     lip = (178, 40, 60) if woman and not child else tuple(int(c * 0.6) for c in skin)
     mouth_c = (hc[0], hc[1] + 0.5 * hh)
     if answers["expression"] == "smiling":
@@ -364,7 +375,7 @@ def _head(cv: Canvas, sk: Skeleton, answers: dict, skin, hair_rgb, hair_len: str
         cv.rect(hc[0] - hw * 1.08, hc[1] - hh * 0.14, hc[0] + hw * 1.08, hc[1] - hh * fringe, HAIR, hair_rgb)
         if hair_len in ("medium", "long"):
             for s in (1, -1):
-                cv.rect(hc[0] + s * hw * 0.82, hc[1] - hh * 0.2, hc[0] + s * hw * 1.12, hc[1] + hh * (0.9 if hair_len == "long" else 0.7), HAIR, hair_rgb)
+                cv.rect(hc[0] + s * hw * 0.9, hc[1] - hh * 0.2, hc[0] + s * hw * 1.14, hc[1] + hh * (0.9 if hair_len == "long" else 0.7), HAIR, hair_rgb)
     if answers.get("sunglasses") == "yes":
         for s in (1, -1):
             cv.ellipse((hc[0] + s * 0.38 * hw, eye_y), (0.3 * hw, 0.17 * hh), SUNGLASSES, (22, 22, 28))
