@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from flywheel.filters.chain import FilterSettings
 from flywheel.synthetic.source import SyntheticConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,7 @@ class Settings(BaseSettings):
     store_url: str | None = Field(None, description="content store root; default <workspace>/store")
     protocol_path: Path | None = Field(None, description="label protocol YAML; default the bundled protocol")
     synthetic: SyntheticSourceSettings = Field(default_factory=SyntheticSourceSettings)
+    filter: FilterSettings = Field(default_factory=FilterSettings)
     dvc_executable: str = Field(".tools/dvc/bin/dvc", description="DVC command-line tool (isolated environment)")
     preview_size: int = Field(24, ge=0, description="samples in asset preview grids")
 

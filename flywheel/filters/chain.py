@@ -1,0 +1,298 @@
+"""The filter chain: analyse every image once (in parallel), then decide in pool order.
+
+Analysis (decode, perceptual hash, people, face, quality, fake-person score) depends only
+on an image's bytes and the analysis settings, so it is cached by content hash and
+reused across refreshes. Decisions that depend on the rest of the pool (exact and near
+duplicates) are re-derived each run from the cached analyses, in a stable order, which
+is cheap. Every record gets every score it could get and every reason it fails; nothing
+is dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, Field
+
+from flywheel.detect.yolo import BackendUnavailable
+from flywheel.filters.decode import decode_image
+from flywheel.filters.duplicates import NearDuplicateIndex, phash
+from flywheel.manifests import FILTERED_POOL, to_json
+from flywheel.store import ContentStore
+
+log = logging.getLogger(__name__)
+
+
+class FilterSettings(BaseModel):
+    """Thresholds and backends of the filter chain (paper defaults; profiles override)."""
+
+    min_short_side: int = Field(640, ge=1, description="paper: images smaller than 640x1280 are removed")
+    min_long_side: int = Field(1280, ge=1)
+    max_pixels: int = Field(64_000_000, ge=1, description="decompression-bomb cap, checked from the header")
+    working_side: int = Field(512, ge=64, description="longest side of the decoded working copy")
+    near_duplicate_bits: int = Field(48, ge=0, le=256, description="pHash-256 distance that counts as a near duplicate")
+    person_detector: Literal["hog", "yolo"] = "hog"
+    yolo_weights: Path | None = None
+    min_face: float = Field(224, ge=0, description="paper: largest face at least 224x224")
+    quality_metric: str = "piqe"
+    quality_weights: Path | None = None
+    quality_threshold: float = Field(55.0, description="in the metric's own direction (PIQE: lower is better)")
+    fake_classifier_dir: Path | None = Field(None, description="local CLIP checkpoint; off when unset")
+    fake_threshold: float = 0.5
+    workers: int = Field(2, ge=1)
+    chunk_size: int = Field(16, ge=1)
+
+    def analysis_key(self) -> str:
+        """Identifies the settings that change an analysis; a cached analysis is reused only under the same key."""
+        relevant = self.model_dump(mode="json", include={"max_pixels", "working_side", "person_detector", "yolo_weights",
+                                                          "quality_metric", "quality_weights", "fake_classifier_dir"})
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ---- per-process analysis -----------------------------------------------------------------
+
+_WORKER: dict = {}
+
+
+class Analyser:
+    """The model-backed steps, built once per process."""
+
+    def __init__(self, settings: FilterSettings):
+        from flywheel.filters.people import PeopleDetector
+        from flywheel.filters.quality import QualityScorer
+
+        self.settings = settings
+        self.people = PeopleDetector(settings.person_detector, str(settings.yolo_weights) if settings.yolo_weights else None)
+        try:
+            self.quality = QualityScorer(settings.quality_metric, settings.quality_weights)
+        except BackendUnavailable:
+            self.quality = None  # reported once by backend_notes
+        self.fake = None
+        if settings.fake_classifier_dir is not None:
+            from flywheel.filters.fake import FakePersonClassifier
+
+            try:
+                self.fake = FakePersonClassifier(settings.fake_classifier_dir)
+            except BackendUnavailable:
+                self.fake = None
+
+    def analyse(self, data: bytes) -> dict:
+        s = self.settings
+        t0 = time.perf_counter()
+        d = decode_image(data, max_pixels=s.max_pixels, max_side=s.working_side)
+        out: dict = {"decode_error": d.reason, "decode_detail": d.detail, "width": d.width, "height": d.height,
+                     "format": d.format, "mode": d.mode, "frames": d.frames}
+        if d.ok:
+            img = d.image
+            out["phash"] = phash(img)
+            p = self.people.detect(img, d.scale)
+            out.update(n_persons=p.n_persons, person_box=_box(p.person_box), face_box=_box(p.face_box),
+                       face_size=p.face_size, face_estimated=p.face_estimated,
+                       bodies=len(p.bodies), faces=len(p.faces))
+            if self.quality is not None:
+                out["quality"] = self.quality.score(img)
+                out["quality_lower_better"] = self.quality.lower_better
+                if p.face_box is not None:
+                    x0, y0, x1, y1 = (int(round(v * d.scale)) for v in p.face_box)
+                    crop = img[max(0, y0):y1, max(0, x0):x1]
+                    if min(crop.shape[:2]) >= 32:
+                        out["face_quality"] = self.quality.score(crop)
+            if self.fake is not None:
+                out["fake_score"] = self.fake.fake_probability(img)
+        out["seconds"] = time.perf_counter() - t0
+        return out
+
+
+def _box(b) -> list[float] | None:
+    return None if b is None else [round(float(v), 2) for v in b]
+
+
+def _init_worker(settings: FilterSettings, store: ContentStore) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    import cv2
+
+    cv2.setNumThreads(1)
+    _WORKER["analyser"] = Analyser(settings)
+    _WORKER["store"] = store
+
+
+def _analyse_key(key: str) -> tuple[str, dict]:
+    try:
+        data = _WORKER["store"].get(key)
+    except KeyError as exc:
+        return key, {"decode_error": "missing", "decode_detail": str(exc)}
+    try:
+        return key, _WORKER["analyser"].analyse(data)
+    except Exception as exc:  # one bad image must not stop the batch: record it and go on
+        log.exception("analysis failed for %s", key)
+        return key, {"decode_error": "analysis_error", "decode_detail": f"{type(exc).__name__}: {exc}"}
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class FilterRun:
+    table: pa.Table
+    analysed: int  # images analysed this run
+    reused: int  # analyses taken from the cache
+    seconds: float
+    analysis_seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def analyse_all(keys: list[str], settings: FilterSettings, store: ContentStore, workers: int,
+                progress: Callable[[int, int], None] | None = None) -> dict[str, dict]:
+    """Analyse images by content key, in a process pool (chunked) when workers > 1."""
+    results: dict[str, dict] = {}
+    if not keys:
+        return results
+    if workers <= 1:
+        _init_worker(settings, store)
+        for i, key in enumerate(keys):
+            k, r = _analyse_key(key)
+            results[k] = r
+            if progress:
+                progress(i + 1, len(keys))
+        return results
+    chunk = max(1, min(settings.chunk_size, len(keys) // (workers * 2) or 1))
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings, store)) as pool:
+        for i, (k, r) in enumerate(pool.map(_analyse_key, keys, chunksize=chunk)):
+            results[k] = r
+            if progress:
+                progress(i + 1, len(keys))
+    return results
+
+
+def backend_notes(settings: FilterSettings) -> list[str]:
+    """Which optional steps are off and why, checked without loading any model."""
+    import importlib.util
+
+    from flywheel.filters.quality import WEIGHT_FREE
+
+    notes = []
+    if settings.person_detector == "yolo":
+        if importlib.util.find_spec("ultralytics") is None:
+            notes.append("person detector 'yolo' is off: the ultralytics package is not installed; HOG used")
+        elif not (settings.yolo_weights and Path(settings.yolo_weights).is_file()):
+            notes.append(f"person detector 'yolo' is off: no weights file at {settings.yolo_weights}; HOG used")
+    if settings.quality_metric not in WEIGHT_FREE and not (settings.quality_weights and Path(settings.quality_weights).is_file()):
+        notes.append(f"quality metric {settings.quality_metric!r} is off: no local weights; no quality scores computed")
+    if settings.fake_classifier_dir is None:
+        notes.append("fake-person step is off: no CLIP checkpoint configured (fake_classifier_dir)")
+    elif not Path(settings.fake_classifier_dir).is_dir():
+        notes.append(f"fake-person step is off: no CLIP checkpoint at {settings.fake_classifier_dir}")
+    return notes
+
+
+def decide(records: Iterable[Mapping], analyses: Mapping[str, dict], settings: FilterSettings) -> list[dict]:
+    """Verdicts in pool order: the first occurrence of an image is the original."""
+    seen: dict[str, str] = {}
+    near = NearDuplicateIndex(settings.near_duplicate_bits)
+    rows = []
+    for rec in records:
+        key = rec["sha256"]
+        a = analyses.get(key, {"decode_error": "missing", "decode_detail": "no analysis"})
+        reasons: list[str] = []
+        duplicate_of = None
+        if a.get("decode_error"):
+            reasons.append(a["decode_error"])
+        else:
+            short, long_ = sorted((a["width"], a["height"]))
+            if short < settings.min_short_side or long_ < settings.min_long_side:
+                reasons.append("too_small")
+            if key in seen:
+                reasons.append("exact_duplicate")
+                duplicate_of = seen[key]
+            else:
+                match = near.match(a["phash"])
+                if match is not None:
+                    reasons.append("near_duplicate")
+                    duplicate_of = match
+            n = a.get("n_persons", 0)
+            if n == 0:
+                reasons.append("no_person")
+            elif n > 1:
+                reasons.append("multiple_people")
+            elif a.get("face_size") is None or a["face_size"] < settings.min_face:
+                reasons.append("small_face")
+            q = a.get("quality")
+            if q is not None:
+                lower_better = a.get("quality_lower_better", True)
+                ok = q <= settings.quality_threshold if lower_better else q >= settings.quality_threshold
+                if not ok:
+                    reasons.append("low_quality")
+            f = a.get("fake_score")
+            if f is not None and f >= settings.fake_threshold:
+                reasons.append("fake_person")
+        verdict = "keep" if not reasons else ("error" if a.get("decode_error") in ("missing", "analysis_error") else "reject")
+        if not a.get("decode_error"):
+            seen.setdefault(key, rec["record_id"])
+            if verdict == "keep":
+                near.add(a["phash"], rec["record_id"])
+        scores = {k: v for k, v in a.items() if k not in ("person_box", "face_box")}
+        rows.append({
+            "record_id": rec["record_id"], "sha256": key, "verdict": verdict, "reasons": reasons,
+            "width": a.get("width"), "height": a.get("height"), "phash": a.get("phash"), "duplicate_of": duplicate_of,
+            "n_persons": a.get("n_persons"), "person_box": a.get("person_box"), "face_box": a.get("face_box"),
+            "face_size": a.get("face_size"), "quality": a.get("quality"),
+            "quality_metric": settings.quality_metric if a.get("quality") is not None else None,
+            "face_quality": a.get("face_quality"), "fake_score": a.get("fake_score"), "scores_json": to_json(scores),
+        })
+    return rows
+
+
+def cached_analyses(previous: pa.Table | None, analysis_key: str) -> dict[str, dict]:
+    """Analyses from an earlier filtered pool made under the same analysis settings."""
+    if previous is None:
+        return {}
+    out = {}
+    for sha, boxes, scores in zip(previous.column("sha256").to_pylist(),
+                                  zip(previous.column("person_box").to_pylist(), previous.column("face_box").to_pylist()),
+                                  previous.column("scores_json").to_pylist()):
+        if not sha or not scores:
+            continue
+        a = json.loads(scores)
+        if a.get("analysis_key") != analysis_key or a.get("decode_error") in ("missing", "analysis_error"):
+            continue
+        a["person_box"], a["face_box"] = boxes
+        out[sha] = a
+    return out
+
+
+def run_filter(records: pa.Table, store: ContentStore, settings: FilterSettings, previous: pa.Table | None = None,
+               workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> FilterRun:
+    """Filter every fetched raw record; reuse analyses from ``previous`` (an earlier filtered pool)."""
+    t0 = time.perf_counter()
+    fetched = [r for r in records.to_pylist() if r["status"] == "ok" and r.get("sha256")]
+    key = settings.analysis_key()
+    analyses = cached_analyses(previous, key)
+    todo = sorted({r["sha256"] for r in fetched} - set(analyses))
+    reused = len({r["sha256"] for r in fetched}) - len(todo)
+    t1 = time.perf_counter()
+    fresh = analyse_all(todo, settings, store, workers or settings.workers, progress)
+    notes = backend_notes(settings)
+    analysis_seconds = time.perf_counter() - t1
+    for a in fresh.values():
+        a["analysis_key"] = key
+    analyses.update(fresh)
+    rows = decide(fetched, analyses, settings)
+    for n in notes:
+        log.warning(n)
+    return FilterRun(FILTERED_POOL.table(rows), len(todo), reused, time.perf_counter() - t0, analysis_seconds, notes)
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))

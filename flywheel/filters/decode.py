@@ -1,0 +1,104 @@
+"""Decode an image file once, defensively, into a reduced RGB working copy.
+
+Handles what real sources deliver: EXIF orientation, palette and alpha images, CMYK,
+16-bit and grayscale images, animated files (first frame), truncated or corrupt files,
+non-images with an image extension, and decompression bombs (refused from the header,
+before any pixel is decoded). JPEGs are decoded at reduced size through libjpeg's DCT
+scaling (``draft``), which is most of the speed of the filter chain.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+_ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass
+class Decoded:
+    ok: bool
+    reason: str | None = None  # not_an_image / truncated / corrupt / decompression_bomb / empty
+    detail: str | None = None
+    width: int | None = None  # full-resolution size, after EXIF orientation
+    height: int | None = None
+    format: str | None = None
+    mode: str | None = None
+    frames: int = 1
+    image: np.ndarray | None = None  # RGB uint8, longest side <= max_side
+
+    @property
+    def scale(self) -> float:
+        """Working-copy pixels per original pixel."""
+        if self.image is None or not self.width:
+            return 1.0
+        return self.image.shape[1] / self.width
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode in ("P", "PA"):
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() if arr.size else 0.0
+        if mode != "F" and hi <= 255:
+            scaled = arr
+        else:
+            lo = arr.min()
+            scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    if mode != "RGB":
+        return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+    return img
+
+
+def decode_image(data: bytes, max_pixels: int = 64_000_000, max_side: int = 512) -> Decoded:
+    if not data:
+        return Decoded(False, "empty", "zero bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            fmt, width, height = img.format, img.width, img.height
+            if width * height > max_pixels:
+                return Decoded(False, "decompression_bomb", f"{width}x{height} exceeds {max_pixels} pixels",
+                               width=width, height=height, format=fmt)
+            orientation = img.getexif().get(_EXIF_ORIENTATION, 1) if fmt in ("JPEG", "TIFF", "PNG", "WEBP", "MPO") else 1
+            frames = getattr(img, "n_frames", 1)
+            if fmt == "JPEG":
+                img.draft("RGB", (max_side, max_side))
+            img.load()
+            mode = img.mode
+            img = ImageOps.exif_transpose(img) if orientation != 1 else img
+            img = _to_rgb(img)
+            if max(img.size) > max_side:
+                img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            array = np.asarray(img, dtype=np.uint8)
+    except UnidentifiedImageError:
+        return Decoded(False, "not_an_image", "no known image format signature")
+    except Image.DecompressionBombError as exc:
+        return Decoded(False, "decompression_bomb", str(exc))
+    except OSError as exc:
+        text = str(exc)
+        reason = "truncated" if "truncated" in text or "broken data stream" in text else "corrupt"
+        return Decoded(False, reason, text)
+    except (ValueError, SyntaxError, struct.error, EOFError, IndexError, KeyError) as exc:
+        return Decoded(False, "corrupt", f"{type(exc).__name__}: {exc}")
+    if orientation in _ROTATED:
+        width, height = height, width
+    if array.ndim != 3 or array.shape[2] != 3 or array.size == 0:
+        return Decoded(False, "corrupt", f"unexpected decoded shape {array.shape}")
+    return Decoded(True, width=width, height=height, format=fmt, mode=mode, frames=frames, image=array)
+

@@ -1,0 +1,40 @@
+"""No-reference image quality through pyiqa.
+
+PIQE needs no weights and is the default. Learned metrics (LIQE, MUSIQ, ...) run only
+from a local weights file (``weights``); pyiqa would otherwise download them, which this
+system never does at run time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from flywheel.detect.yolo import BackendUnavailable
+
+WEIGHT_FREE = {"piqe"}
+
+
+class QualityScorer:
+    def __init__(self, metric: str = "piqe", weights: str | Path | None = None):
+        import pyiqa
+        import torch
+
+        if metric not in WEIGHT_FREE:
+            if not weights or not Path(weights).is_file():
+                raise BackendUnavailable(f"quality metric {metric!r} needs local weights (none at {weights!r})")
+            self._metric = pyiqa.create_metric(metric, device="cpu", pretrained_model_path=str(weights))
+        else:
+            self._metric = pyiqa.create_metric(metric, device="cpu")
+        self.metric = metric
+        self.lower_better = bool(self._metric.lower_better)
+        self._torch = torch
+
+    def score(self, image: np.ndarray) -> float:
+        x = self._torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+        with self._torch.inference_mode():
+            return float(self._metric(x))
+
+    def passes(self, value: float, threshold: float) -> bool:
+        return value <= threshold if self.lower_better else value >= threshold
