@@ -30,7 +30,7 @@ $(DAGSTER_HOME)/dagster.yaml: infra/dagster/dagster.yaml
 env: $(BIN)/.installed $(DVC_ENV)/bin/dvc $(DAGSTER_HOME)/dagster.yaml
 
 demo: env
-	$(BIN)/dagster asset materialize -m orchestration.definitions --select '*'
+	$(BIN)/python -m orchestration.refresh
 
 test: env
 	$(BIN)/pytest

@@ -14,10 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from typing import Annotated, Union
+
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from flywheel.filters.chain import FilterSettings
+from flywheel.sources.folder import FolderSourceSettings
+from flywheel.sources.url_parquet import UrlParquetSourceSettings
+from flywheel.sources.web_api import WebApiSourceSettings
 from flywheel.synthetic.source import SyntheticConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +38,9 @@ class SyntheticSourceSettings(SyntheticConfig):
     count: int = Field(2000, ge=0, description="samples rendered per refresh batch")
 
 
+ExternalSource = Annotated[Union[FolderSourceSettings, UrlParquetSourceSettings, WebApiSourceSettings], Field(discriminator="type")]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COSMICMAN_", env_nested_delimiter="__", extra="forbid")
 
@@ -41,7 +49,9 @@ class Settings(BaseSettings):
     store_url: str | None = Field(None, description="content store root; default <workspace>/store")
     protocol_path: Path | None = Field(None, description="label protocol YAML; default the bundled protocol")
     synthetic: SyntheticSourceSettings = Field(default_factory=SyntheticSourceSettings)
+    sources: list[ExternalSource] = Field(default_factory=list, description="sources besides the synthetic one")
     filter: FilterSettings = Field(default_factory=FilterSettings)
+    min_pool_size: int = Field(1000, ge=0, description="the sensor starts a refresh when fewer images are kept")
     dvc_executable: str = Field(".tools/dvc/bin/dvc", description="DVC command-line tool (isolated environment)")
     preview_size: int = Field(24, ge=0, description="samples in asset preview grids")
 
@@ -57,6 +67,27 @@ class Settings(BaseSettings):
             self.store_url = str(self.workspace / "store")
         if self.protocol_path is not None and not self.protocol_path.is_absolute():
             self.protocol_path = (PROJECT_ROOT / self.protocol_path).resolve()
+
+    # ---- sources -------------------------------------------------------------------------
+    def all_sources(self) -> list:
+        """Every enabled source: the synthetic one (when it renders anything) and the configured ones."""
+        out = [self.synthetic] if self.synthetic.count > 0 else []
+        out += self.sources
+        names = [s.name for s in out]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise SettingsError(f"profile {self.profile!r}: duplicate source name(s) {sorted(dup)}")
+        return out
+
+    def source(self, name: str):
+        for s in self.all_sources():
+            if s.name == name:
+                return s
+        raise SettingsError(f"profile {self.profile!r}: no source named {name!r} (known: {[s.name for s in self.all_sources()]})")
+
+    @property
+    def state_dir(self) -> Path:
+        return self.workspace / "state"
 
     # ---- derived paths ---------------------------------------------------------------
     @property

@@ -1,20 +1,17 @@
-"""The Dagster code location: assembles assets, resources and jobs; no logic lives here."""
+"""The Dagster code location: assembles assets, checks, jobs, schedules, sensors and resources."""
 
 import dagster as dg
 
-from assets import sourcing
+from assets import filtering, sourcing
 from orchestration.resources import FlywheelResource
-
-all_assets = dg.load_assets_from_modules([sourcing])
-
-flywheel_refresh = dg.define_asset_job(
-    "flywheel_refresh",
-    selection=dg.AssetSelection.all(),
-    description="Refresh the dataset: every asset of the flywheel, sources first.",
-)
+from orchestration.schedules import raw_refresh_job, weekly_source_refresh
+from orchestration.sensors import pool_below_lower_bound
 
 defs = dg.Definitions(
-    assets=all_assets,
-    jobs=[flywheel_refresh],
+    assets=dg.load_assets_from_modules([sourcing, filtering]),
+    asset_checks=dg.load_asset_checks_from_modules([filtering]),
+    jobs=[raw_refresh_job],
+    schedules=[weekly_source_refresh],
+    sensors=[pool_below_lower_bound, dg.AutomationConditionSensorDefinition("flywheel_automation", target="*")],
     resources={"flywheel": FlywheelResource()},
 )

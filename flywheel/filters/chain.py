@@ -99,7 +99,7 @@ class Analyser:
             out.update(n_persons=p.n_persons, person_box=_box(p.person_box), face_box=_box(p.face_box),
                        face_size=p.face_size, face_estimated=p.face_estimated,
                        bodies=len(p.bodies), faces=len(p.faces))
-            if self.quality is not None:
+            if self.quality is not None and min(img.shape[:2]) >= 32:  # PIQE works on 16x16 blocks
                 out["quality"] = self.quality.score(img)
                 out["quality_lower_better"] = self.quality.lower_better
                 if p.face_box is not None:
@@ -209,14 +209,16 @@ def decide(records: Iterable[Mapping], analyses: Mapping[str, dict], settings: F
         duplicate_of = None
         if a.get("decode_error"):
             reasons.append(a["decode_error"])
+        if key in seen:  # byte-identical content: no decoding needed to know
+            reasons.append("exact_duplicate")
+            duplicate_of = seen[key]
         else:
+            seen[key] = rec["record_id"]
+        if not a.get("decode_error"):
             short, long_ = sorted((a["width"], a["height"]))
             if short < settings.min_short_side or long_ < settings.min_long_side:
                 reasons.append("too_small")
-            if key in seen:
-                reasons.append("exact_duplicate")
-                duplicate_of = seen[key]
-            else:
+            if duplicate_of is None:
                 match = near.match(a["phash"])
                 if match is not None:
                     reasons.append("near_duplicate")
@@ -238,10 +240,8 @@ def decide(records: Iterable[Mapping], analyses: Mapping[str, dict], settings: F
             if f is not None and f >= settings.fake_threshold:
                 reasons.append("fake_person")
         verdict = "keep" if not reasons else ("error" if a.get("decode_error") in ("missing", "analysis_error") else "reject")
-        if not a.get("decode_error"):
-            seen.setdefault(key, rec["record_id"])
-            if verdict == "keep":
-                near.add(a["phash"], rec["record_id"])
+        if verdict == "keep":
+            near.add(a["phash"], rec["record_id"])
         scores = {k: v for k, v in a.items() if k not in ("person_box", "face_box")}
         rows.append({
             "record_id": rec["record_id"], "sha256": key, "verdict": verdict, "reasons": reasons,
@@ -289,8 +289,6 @@ def run_filter(records: pa.Table, store: ContentStore, settings: FilterSettings,
         a["analysis_key"] = key
     analyses.update(fresh)
     rows = decide(fetched, analyses, settings)
-    for n in notes:
-        log.warning(n)
     return FilterRun(FILTERED_POOL.table(rows), len(todo), reused, time.perf_counter() - t0, analysis_seconds, notes)
 
 

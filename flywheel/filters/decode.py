@@ -17,6 +17,23 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+MAGIC = (
+    (b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"), (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"),
+)
+
+
+def sniff_image_type(head: bytes) -> str | None:
+    for magic, media in MAGIC:
+        if head.startswith(magic):
+            return media
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis", b"heic", b"heix", b"mif1"):
+        return "image/avif" if head[8:11] == b"avi" else "image/heic"
+    return None
+
+
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _EXIF_ORIENTATION = 0x0112
 
@@ -87,6 +104,9 @@ def decode_image(data: bytes, max_pixels: int = 64_000_000, max_side: int = 512)
                 img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
             array = np.asarray(img, dtype=np.uint8)
     except UnidentifiedImageError:
+        kind = sniff_image_type(data[:16])
+        if kind:
+            return Decoded(False, "corrupt", f"{kind} signature but the file cannot be parsed")
         return Decoded(False, "not_an_image", "no known image format signature")
     except Image.DecompressionBombError as exc:
         return Decoded(False, "decompression_bomb", str(exc))

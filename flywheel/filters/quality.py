@@ -32,7 +32,7 @@ class QualityScorer:
         self._torch = torch
 
     def score(self, image: np.ndarray) -> float:
-        x = self._torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+        x = self._torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255.0
         with self._torch.inference_mode():
             return float(self._metric(x))
 

@@ -1,0 +1,32 @@
+"""Sensors: refresh the sources when the kept pool falls below its lower bound."""
+
+import dagster as dg
+
+from assets.partitions import source_batches
+from orchestration.refresh import new_batch_keys, run_requests
+from orchestration.resources import FlywheelResource
+from orchestration.schedules import raw_refresh_job
+
+
+@dg.sensor(job=raw_refresh_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED)
+def pool_below_lower_bound(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
+    """The paper's trigger: when the filtered pool keeps fewer than `min_pool_size` images, source more.
+
+    The cursor holds the storage id of the filtered_pool materialization last acted on, so one
+    low reading starts one refresh, not one per evaluation."""
+    records = context.instance.fetch_materializations(dg.AssetKey("filtered_pool"), limit=1).records
+    if not records:
+        return dg.SkipReason("filtered_pool has not been materialized yet")
+    event = records[0]
+    if context.cursor == str(event.storage_id):
+        return dg.SkipReason("already acted on the latest filtered_pool")
+    kept = event.asset_materialization.metadata.get("kept")
+    kept = kept.value if kept is not None else 0
+    bound = flywheel.settings.min_pool_size
+    if kept >= bound:
+        context.update_cursor(str(event.storage_id))
+        return dg.SkipReason(f"pool keeps {kept} images (lower bound {bound})")
+    keys = new_batch_keys(flywheel.settings)
+    context.update_cursor(str(event.storage_id))
+    return dg.SensorResult(run_requests=run_requests(keys, f"pool {kept} < {bound}"),
+                           dynamic_partitions_requests=[source_batches.build_add_request(keys)])
