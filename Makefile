@@ -40,6 +40,7 @@ ui: env
 
 bench: env
 	$(BIN)/python benchmarks/synthetic_source.py
+	$(BIN)/python benchmarks/filter_chain.py
 
 clean:
 	rm -rf workspace

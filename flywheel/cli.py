@@ -81,6 +81,43 @@ def source_synthetic_cmd(
     console.print("ground truth: " + ", ".join(f"{k} {v}" for k, v in sorted(defects.items())))
 
 
+@source_app.command("batch")
+def source_batch_cmd(
+    source: str = typer.Argument(..., help="source name from the profile (synthetic, or one of `sources`)"),
+    batch: str = typer.Argument(..., help="batch name, e.g. 20261123T030000Z (letters, digits, . _ -)"),
+    profile: Optional[str] = ProfileOpt,
+) -> None:
+    """Fetch one refresh batch of one source (what a raw_images partition does)."""
+    from flywheel.stages import source_batch
+
+    settings = _settings(profile)
+    result = source_batch(settings, source, batch)
+    status = Counter(result.table.column("status").to_pylist())
+    console.print(f"{result.table.num_rows} records -> {result.manifest}: " + ", ".join(f"{k} {v}" for k, v in sorted(status.items())))
+
+
+@app.command("filter")
+def filter_cmd(
+    profile: Optional[str] = ProfileOpt,
+    workers: Optional[int] = typer.Option(None, help="analysis processes (default: the profile's filter.workers)"),
+) -> None:
+    """Filter every fetched image into the filtered pool (analyses of known images are reused)."""
+    from flywheel.stages import filter_pool
+
+    settings = _settings(profile)
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as bar:
+        task = bar.add_task("analysing", total=None)
+        result, run = filter_pool(settings, workers=workers, progress=lambda d, t: bar.update(task, completed=d, total=t))
+    for note in run.notes:
+        console.print(f"[yellow]{note}[/yellow]")
+    verdicts = Counter(result.table.column("verdict").to_pylist())
+    reasons = Counter(r for rs in result.table.column("reasons").to_pylist() for r in (rs or []))
+    console.print(f"{result.table.num_rows} records ({run.analysed} analysed, {run.reused} reused) -> {result.manifest}")
+    console.print("verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(verdicts.items())))
+    console.print("reasons: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
+
+
 @app.command("settings")
 def show_settings(profile: Optional[str] = ProfileOpt) -> None:
     """Print the resolved settings of a profile (after environment overrides)."""

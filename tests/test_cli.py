@@ -41,3 +41,15 @@ def test_unknown_profile_is_a_clear_error():
     res = runner.invoke(app, ["settings", "--profile", "nope"])
     assert res.exit_code == 2
     assert "no such profile 'nope'" in flat(res.output)
+
+
+def test_batch_then_filter(workspace):
+    res = runner.invoke(app, ["source", "batch", "synthetic", "20260101T000000Z"])
+    assert res.exit_code == 0, res.output
+    assert "40 records" in flat(res.output)
+    res = runner.invoke(app, ["filter", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    first = flat(res.output)
+    assert "40 records (" in first and ", 0 reused)" in first and "verdicts: keep" in first
+    again = flat(runner.invoke(app, ["filter", "--workers", "1"]).output)
+    assert "40 records (0 analysed," in again

@@ -11,8 +11,8 @@ from flywheel.detect.boxes import Box, suppress
 class HaarDetector:
     """A cascade run on a grayscale copy scaled so that small faces reach the cascade's window."""
 
-    def __init__(self, cascade: str = "haarcascade_frontalface_alt2.xml", working_height: int = 384,
-                 min_neighbors: int = 3, scale_factor: float = 1.1, min_size: int = 20):
+    def __init__(self, cascade: str = "haarcascade_frontalface_alt2.xml", working_height: int = 256,
+                 min_neighbors: int = 2, scale_factor: float = 1.05, min_size: int = 20):
         path = cv2.data.haarcascades + cascade
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():

@@ -58,10 +58,10 @@ class PeopleDetector:
     def detect(self, image: np.ndarray, scale: float = 1.0) -> PeopleResult:
         """``image`` is the working copy; ``scale`` its pixels per original pixel."""
         inv = 1.0 / scale
-        work_bodies = self._bodies(image)
+        work_bodies = suppress(self._bodies(image), iou_threshold=0.2, containment=0.4)
         heads = [(b[0], b[1], b[2], b[1] + 0.4 * (b[3] - b[1])) for b in work_bodies]  # where a standing person's head is
         bodies = [tuple(v * inv for v in b) for b in work_bodies]
-        faces = [tuple(v * inv for v in b) for b in self._faces.detect(image, heads)]
+        faces = plausible_faces([tuple(v * inv for v in b) for b in self._faces.detect(image, heads)], bodies)
         # a face belongs to a body when it sits above the body's lower edge within its horizontal extent
         lone_faces = [f for f in faces if not any(b[0] <= (f[0] + f[2]) / 2 <= b[2] and (f[1] + f[3]) / 2 <= b[3] for b in bodies)]
         n = len(bodies) + len(lone_faces)
@@ -76,3 +76,17 @@ class PeopleDetector:
         if face is None and person is not None:
             face_size, estimated = (person[3] - person[1]) * FACE_PER_BODY_BOX, True
         return PeopleResult(n, person, face, face_size, estimated, bodies, faces)
+
+
+def plausible_faces(faces: list[Box], bodies: list[Box]) -> list[Box]:
+    """Drop cascade hits that cannot be a head: one below a larger face in the same column
+    (polka dots, collars and hands under a real face), or one in the lower part of a body box."""
+    kept: list[Box] = []
+    for f in sorted(faces, key=area, reverse=True):
+        cx, cy, w = (f[0] + f[2]) / 2, (f[1] + f[3]) / 2, f[2] - f[0]
+        if any(abs(cx - (k[0] + k[2]) / 2) < (k[2] - k[0]) and cy > k[3] for k in kept):
+            continue
+        if any(b[0] <= cx <= b[2] and cy > b[1] + 0.4 * (b[3] - b[1]) for b in bodies):
+            continue
+        kept.append(f)
+    return kept
