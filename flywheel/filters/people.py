@@ -20,7 +20,8 @@ from flywheel.detect.hog import HogPersonDetector
 from flywheel.detect.yolo import BackendUnavailable, YoloPersonDetector
 
 log = logging.getLogger(__name__)
-FACE_PER_BODY_BOX = 0.1  # a standing person's head is ~1/7.5 of their height; HOG boxes add ~25% margin
+FACE_PER_BODY_BOX = 0.1
+LARGE_FACE = 0.12  # face height / image height above which the frame is a close-up  # a standing person's head is ~1/7.5 of their height; HOG boxes add ~25% margin
 
 
 @dataclass
@@ -62,6 +63,11 @@ class PeopleDetector:
         heads = [(b[0], b[1], b[2], b[1] + 0.4 * (b[3] - b[1])) for b in work_bodies]  # where a standing person's head is
         bodies = [tuple(v * inv for v in b) for b in work_bodies]
         faces = plausible_faces([tuple(v * inv for v in b) for b in self._faces.detect(image, heads)], bodies)
+        H = image.shape[0] * inv
+        if faces and max(f[3] - f[1] for f in faces) > LARGE_FACE * H:
+            # A face this large means a close-up (upper body or headshot): no whole pedestrian fits in
+            # the frame, so pedestrian-detector hits are parts of the people whose faces we see.
+            bodies = []
         # a face belongs to a body when it sits above the body's lower edge within its horizontal extent
         lone_faces = [f for f in faces if not any(b[0] <= (f[0] + f[2]) / 2 <= b[2] and (f[1] + f[3]) / 2 <= b[3] for b in bodies)]
         n = len(bodies) + len(lone_faces)
