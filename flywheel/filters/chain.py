@@ -17,6 +17,8 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
+
+from flywheel.parallel import worker_context
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -168,7 +170,7 @@ def analyse_all(keys: list[str], settings: FilterSettings, store: ContentStore, 
                 progress(i + 1, len(keys))
         return results
     chunk = max(1, min(settings.chunk_size, len(keys) // (workers * 2) or 1))
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings, store)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_init_worker, initargs=(settings, store)) as pool:
         for i, (k, r) in enumerate(pool.map(_analyse_key, keys, chunksize=chunk)):
             results[k] = r
             if progress:

@@ -6,6 +6,8 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+
+from flywheel.parallel import worker_context
 from dataclasses import dataclass
 from functools import partial
 
@@ -67,7 +69,7 @@ def ingest_synthetic(config: SyntheticConfig, protocol: Protocol, store: Content
     indices = range(start, start + count)
     rows: list[dict] = []
     if workers > 1 and count > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
             for row in pool.map(fn, indices, chunksize=max(1, min(64, count // (workers * 4)))):
                 rows.append(row)
                 if progress:
