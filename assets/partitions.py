@@ -19,3 +19,15 @@ def parse_batch_key(key: str) -> tuple[str, str]:
     if not sep or not source:
         raise ValueError(f"partition key {key!r} is not '<source>{SEP}<batch>'")
     return source, stamp
+
+annotation_iterations = dg.DynamicPartitionsDefinition(name="annotation_iterations")
+
+
+def iteration_key(k: int) -> str:
+    return f"iter-{k:04d}"
+
+
+def parse_iteration_key(key: str) -> int:
+    if not key.startswith("iter-") or not key[5:].isdigit():
+        raise ValueError(f"partition key {key!r} is not 'iter-<number>'")
+    return int(key[5:])

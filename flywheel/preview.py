@@ -9,9 +9,11 @@ import cv2
 import numpy as np
 
 
-def decode_rgb(data: bytes) -> np.ndarray | None:
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+def decode_rgb(data: bytes, max_side: int = 256) -> np.ndarray | None:
+    """A small RGB copy for previews (the filter's defensive decoder; None when unreadable)."""
+    from flywheel.filters.decode import decode_image
+
+    return decode_image(data, max_side=max_side).image
 
 
 def contact_sheet(images: Sequence[np.ndarray | None], labels: Sequence[str] = (), cell: tuple[int, int] = (96, 144),

@@ -19,11 +19,13 @@ from typing import Annotated, Union
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from flywheel.annotation.iterations import AnnotationSettings
 from flywheel.filters.chain import FilterSettings
 from flywheel.sources.folder import FolderSourceSettings
 from flywheel.sources.url_parquet import UrlParquetSourceSettings
 from flywheel.sources.web_api import WebApiSourceSettings
 from flywheel.synthetic.source import SyntheticConfig
+from flywheel.tracking import TrackingSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,6 +54,11 @@ class Settings(BaseSettings):
     sources: list[ExternalSource] = Field(default_factory=list, description="sources besides the synthetic one")
     filter: FilterSettings = Field(default_factory=FilterSettings)
     min_pool_size: int = Field(1000, ge=0, description="the sensor starts a refresh when fewer images are kept")
+    annotation: AnnotationSettings = Field(default_factory=AnnotationSettings)
+    labelling_backend: Literal["oracle"] = Field("oracle", description="who answers label requests")
+    segformer_dir: Path | None = Field(None, description="local SegFormer checkpoint for parsing; fallback when unset")
+    caption_budget: int = Field(77, ge=8, description="tokens (CLIP's context length)")
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     dvc_executable: str = Field(".tools/dvc/bin/dvc", description="DVC command-line tool (isolated environment)")
     preview_size: int = Field(24, ge=0, description="samples in asset preview grids")
 
@@ -65,6 +72,8 @@ class Settings(BaseSettings):
             self.workspace = (PROJECT_ROOT / self.workspace).resolve()
         if self.store_url is None:
             self.store_url = str(self.workspace / "store")
+        if self.tracking.tracking_uri is None:
+            self.tracking.tracking_uri = f"sqlite:///{self.workspace / 'mlflow.db'}"
         if self.protocol_path is not None and not self.protocol_path.is_absolute():
             self.protocol_path = (PROJECT_ROOT / self.protocol_path).resolve()
 

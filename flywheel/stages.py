@@ -140,3 +140,112 @@ def filter_pool(settings: Settings, workers: int | None = None, progress: Progre
                      workers=workers, progress=progress)
     path = write_manifest(run.table, filtered_pool_path(settings), FILTERED_POOL)
     return StageResult(run.table, Path(str(path)), run.seconds, run.notes), run
+
+
+# ---- annotation ------------------------------------------------------------------------------
+
+
+def annotation_folder(settings: Settings) -> Path:
+    return settings.workspace / "annotation"
+
+
+def annotations_path(settings: Settings) -> Path:
+    return settings.manifests_dir / "annotations.parquet"
+
+
+def annotation_flywheel(settings: Settings):
+    """The flywheel over the current filtered pool (kept images), with its parsing provenance."""
+    from flywheel.annotation.iterations import AnnotationFlywheel
+    from flywheel.annotation.labelling import OracleLabeller
+    from flywheel.annotation.pool import build_pool
+
+    pool_table = read_filtered_pool(settings)
+    if pool_table is None:
+        raise ManifestError(f"{filtered_pool_path(settings)}: no filtered pool yet (run the filter first)")
+    kept = [r for r in pool_table.to_pylist() if r["verdict"] == "keep"]
+    raw_by_id = {r["record_id"]: r for r in all_raw_records(settings).to_pylist()}
+    protocol = load_protocol(settings.protocol_path)
+    folder = annotation_folder(settings)
+    pool, images, notes = build_pool(kept, raw_by_id, ContentStore(settings.store_url), protocol, folder,
+                                     crop_size=settings.annotation.annotator.crop_size,
+                                     segformer_dir=str(settings.segformer_dir) if settings.segformer_dir else None)
+    labeller = OracleLabeller(pool.truth)  # labelling_backend == "oracle" (the only one so far)
+    return AnnotationFlywheel(folder, protocol, settings.annotation, pool, labeller), images, notes
+
+
+def annotation_iteration(settings: Settings, k: int, run_tags: dict[str, str] | None = None):
+    """Run (or resume) iteration k and log it to MLflow; returns (result, all results so far, mlflow run id)."""
+    from flywheel.annotation.report import accuracy_plot
+    from flywheel.tracking import flatten, mlflow_run
+
+    flywheel, _, _ = annotation_flywheel(settings)
+    result = flywheel.run_iteration(k)
+    history = flywheel.completed()
+    if result.status != "done":
+        return result, history, None
+    import mlflow
+
+    with mlflow_run(settings.tracking.tracking_uri, f"{settings.tracking.experiment_prefix}-annotation", f"iter-{k:04d}",
+                    tags={"cosmicman.stage": "annotation_iteration", "cosmicman.profile": settings.profile, **(run_tags or {})}) as run:
+        mlflow.log_params(flatten({"iteration": k, "labeller": settings.labelling_backend, "images": result.images,
+                                   "categories_labelled": len(result.categories),
+                                   **flatten(settings.annotation.model_dump(mode="json"), "annotation.")}))
+        metrics = {"labels": result.labels, "total_labels": result.total_labels,
+                   "label_share": result.total_labels / max(1, flywheel.full_cost),
+                   "mean_accuracy_after": sum(result.accuracy_after.values()) / max(1, len(result.accuracy_after)),
+                   "categories_below_target": sum(v < settings.annotation.target_accuracy for v in result.accuracy_after.values())}
+        metrics.update({f"acc_before.{c}": v for c, v in result.accuracy_before.items()})
+        metrics.update({f"acc_after.{c}": v for c, v in result.accuracy_after.items()})
+        mlflow.log_metrics(metrics, step=k)
+        mlflow.log_dict(result.to_json(), "iteration.json")
+        mlflow.log_image(_png_to_array(accuracy_plot(history, settings.annotation.target_accuracy)), "accuracy_vs_iteration.png")
+        return result, history, run.info.run_id
+
+
+def _png_to_array(png: bytes):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return np.array(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def annotate_pool(settings: Settings) -> StageResult:
+    """Label the whole pool with the final annotator (people's labels win), parse, caption, and
+    write the annotations manifest. Refuses while the iterations have not stopped."""
+    import time
+
+    from flywheel.annotation.captions import caption_groups, join_caption
+    from flywheel.manifests import ANNOTATIONS
+
+    t0 = time.perf_counter()
+    flywheel, images, notes = annotation_flywheel(settings)
+    done = flywheel.completed()
+    if not done or not done[-1].stop_reason:
+        raise RuntimeError(f"annotation iterations have not stopped yet ({len(done)} done): run the next iteration first")
+    protocol = flywheel.protocol
+    rows = []
+    for img, labelled in zip(images, flywheel.label_pool()):
+        groups = caption_groups(protocol, labelled["answers"], seed=int(img.sha256[:8], 16), budget=settings.caption_budget)
+        rows.append({
+            "record_id": img.record_id, "sha256": img.sha256, "parsing_sha256": img.parsing_sha256,
+            "parsing_source": img.parsing_source,
+            "answers": {k: v for k, v in labelled["answers"].items() if v is not None},
+            "confidences": labelled["confidences"], "answer_origin": labelled["answer_origin"],
+            "caption_groups": [g.as_row() for g in groups], "caption": join_caption(groups),
+            "annotator_version": f"{flywheel.settings.annotator.backend}@iter-{len(done) - 1:04d}",
+            "iteration": len(done) - 1,
+        })
+    table = ANNOTATIONS.table(rows)
+    path = write_manifest(table, annotations_path(settings), ANNOTATIONS)
+    return StageResult(table, Path(str(path)), time.perf_counter() - t0, notes)
+
+
+def read_annotations(settings: Settings) -> pa.Table | None:
+    from flywheel.manifests import ANNOTATIONS
+
+    try:
+        return read_manifest(annotations_path(settings), ANNOTATIONS)
+    except ManifestError:
+        return None

@@ -2,16 +2,16 @@
 
 import dagster as dg
 
-from assets import filtering, sourcing
+from assets import annotation, filtering, sourcing
 from orchestration.resources import FlywheelResource
 from orchestration.schedules import raw_refresh_job, weekly_source_refresh
-from orchestration.sensors import pool_below_lower_bound
+from orchestration.sensors import annotation_job, next_annotation_iteration, pool_below_lower_bound
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([sourcing, filtering]),
-    asset_checks=dg.load_asset_checks_from_modules([filtering]),
-    jobs=[raw_refresh_job],
+    assets=dg.load_assets_from_modules([sourcing, filtering, annotation]),
+    asset_checks=dg.load_asset_checks_from_modules([filtering, annotation]),
+    jobs=[raw_refresh_job, annotation_job],
     schedules=[weekly_source_refresh],
-    sensors=[pool_below_lower_bound, dg.AutomationConditionSensorDefinition("flywheel_automation", target="*")],
+    sensors=[pool_below_lower_bound, next_annotation_iteration, dg.AutomationConditionSensorDefinition("flywheel_automation", target="*")],
     resources={"flywheel": FlywheelResource()},
 )

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from assets.partitions import batch_key, source_batches
+from assets.partitions import annotation_iterations, batch_key, iteration_key, source_batches
 from flywheel.settings import Settings, load_settings
 
 
@@ -23,24 +23,40 @@ def run_requests(keys: list[str], reason: str) -> list[dg.RunRequest]:
 
 
 def main() -> int:
-    """Refresh every source and materialize all downstream assets, in this process."""
+    """Refresh every source, filter, turn the annotation flywheel until it stops, and annotate
+    the pool: in this process, against the instance in $DAGSTER_HOME."""
+    from flywheel.stages import annotation_folder
     from orchestration.definitions import defs
 
     settings = load_settings()
     instance = dg.DagsterInstance.get()
+    job = defs.resolve_implicit_global_asset_job_def()
+
+    def materialize(keys: list[str], partition: str | None = None) -> bool:
+        print(f"refresh: materializing {', '.join(keys)}" + (f" [{partition}]" if partition else ""))
+        result = job.execute_in_process(instance=instance, partition_key=partition,
+                                        asset_selection=[dg.AssetKey(k) for k in keys])
+        return result.success
+
     keys = new_batch_keys(settings)
     instance.add_dynamic_partitions(source_batches.name, keys)
-    job = defs.resolve_implicit_global_asset_job_def()
-    for key in keys:
-        print(f"refresh: materializing raw_images partition {key}")
-        result = job.execute_in_process(instance=instance, partition_key=key,
-                                        asset_selection=[dg.AssetKey("raw_images")])
-        if not result.success:
+    if not all(materialize(["raw_images"], key) for key in keys) or not materialize(["filtered_pool"]):
+        return 1
+
+    done = sorted((annotation_folder(settings) / "iterations").glob("iter-*/metrics.json"))
+    k = len(done)
+    while k < 1000:
+        key = iteration_key(k)
+        instance.add_dynamic_partitions(annotation_iterations.name, [key])
+        if not materialize(["annotation_iteration"], key):
             return 1
-    downstream = [k for k in defs.resolve_asset_graph().get_all_asset_keys() if k != dg.AssetKey("raw_images")]
-    print(f"refresh: materializing {', '.join(k.to_user_string() for k in downstream)}")
-    result = job.execute_in_process(instance=instance, asset_selection=downstream)
-    return 0 if result.success else 1
+        event = instance.get_latest_materialization_event(dg.AssetKey("annotation_iteration"))
+        meta = event.asset_materialization.metadata
+        if meta["stop_reason"].value != "continue" or meta["status"].value != "done":
+            print(f"refresh: annotation iterations stopped: {meta['stop_reason'].value}")
+            break
+        k += 1
+    return 0 if materialize(["annotated_pool"]) else 1
 
 
 if __name__ == "__main__":

@@ -31,7 +31,12 @@ def test_definitions_assemble():
     assert defs.resolve_schedule_def("weekly_source_refresh").cron_schedule == "0 3 * * 1"
     assert defs.resolve_sensor_def("pool_below_lower_bound") is not None
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
-    assert "filtered_pool_suite" in checks
+    assert {"filtered_pool_suite", "annotations_suite"} <= checks
+    graph = defs.resolve_asset_graph()
+    assert dg.AssetSelection.from_string("group:annotation").resolve(graph) == {
+        dg.AssetKey("annotation_iteration"), dg.AssetKey("annotated_pool")}
+    upstream = dg.AssetSelection.from_string("+key:annotated_pool").resolve(graph)
+    assert {dg.AssetKey("raw_images"), dg.AssetKey("filtered_pool"), dg.AssetKey("annotation_iteration")} <= upstream
 
 
 @pytest.fixture
@@ -109,3 +114,30 @@ def test_sensor_refreshes_only_when_the_pool_is_low_and_once_per_reading(workspa
     report(5000)
     enough, _ = tick(cursor)
     assert isinstance(enough, dg.SkipReason) and "lower bound" in enough.skip_message
+
+
+def test_annotation_sensor_turns_the_flywheel_until_it_stops(workspace, instance):
+    inst, _ = instance
+    from orchestration.sensors import next_annotation_iteration
+
+    def tick(cursor=None):
+        ctx = dg.build_sensor_context(instance=inst, cursor=cursor)
+        return next_annotation_iteration(ctx), ctx.cursor
+
+    result, _ = tick()
+    assert isinstance(result, dg.SkipReason) and "no filtered pool" in result.skip_message
+    inst.report_runless_asset_event(dg.AssetMaterialization("filtered_pool", metadata={"kept": 5}))
+    start, _ = tick()
+    assert [r.partition_key for r in start.run_requests] == ["iter-0000"]
+
+    def iteration(key: str, stop: str) -> None:
+        inst.report_runless_asset_event(dg.AssetMaterialization("annotation_iteration", partition=key,
+                                                                metadata={"stop_reason": stop, "status": "done"}))
+
+    iteration("iter-0000", "continue")
+    nxt, cursor = tick()
+    assert [r.partition_key for r in nxt.run_requests] == ["iter-0001"]
+    assert "already acted" in tick(cursor)[0].skip_message
+    iteration("iter-0001", "every category meets the target")
+    stopped, _ = tick(cursor)
+    assert isinstance(stopped, dg.SkipReason) and "every category meets the target" in stopped.skip_message

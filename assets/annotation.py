@@ -1,0 +1,87 @@
+"""Annotation assets: the human-in-the-loop iterations and the annotated pool."""
+
+from collections import Counter
+
+import dagster as dg
+
+from assets.filtering import filtered_pool
+from assets.partitions import annotation_iterations, parse_iteration_key
+from flywheel.annotation.report import accuracy_plot, accuracy_table
+from flywheel.preview import decode_rgb, markdown_image, markdown_table
+from flywheel.protocol import load_protocol
+from flywheel.stages import annotate_pool, read_annotations
+from flywheel.stages import annotation_iteration as run_iteration
+from flywheel.validation.annotations import validate_annotations
+from orchestration.resources import FlywheelResource
+
+
+@dg.asset(
+    group_name="annotation",
+    kinds={"pytorch", "mlflow"},
+    deps=[filtered_pool],
+    partitions_def=annotation_iterations,
+    description="One Annotate Anyone iteration: measure the annotator per category on I_e, ask people for labels on "
+    "the categories below target only, fine-tune, measure again. One MLflow run each.",
+)
+def annotation_iteration(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
+    settings = flywheel.settings
+    k = parse_iteration_key(context.partition_key)
+    result, history, run_id = run_iteration(settings, k, run_tags={"dagster.run_id": context.run_id})
+    target = settings.annotation.target_accuracy
+    meta = {
+        "status": dg.MetadataValue.text(result.status),
+        "categories_labelled": dg.MetadataValue.int(len(result.categories)),
+        "images_labelled": dg.MetadataValue.int(result.images),
+        "labels_this_iteration": dg.MetadataValue.int(result.labels),
+        "labels_total": dg.MetadataValue.int(result.total_labels),
+        "stop_reason": dg.MetadataValue.text(result.stop_reason or "continue"),
+        "accuracy": dg.MetadataValue.md(accuracy_table(result, target)),
+    }
+    if result.accuracy_after:
+        meta["mean_accuracy"] = dg.MetadataValue.float(sum(result.accuracy_after.values()) / len(result.accuracy_after))
+        meta["categories_below_target"] = dg.MetadataValue.int(sum(v < target for v in result.accuracy_after.values()))
+        meta["accuracy_vs_iteration"] = dg.MetadataValue.md(
+            markdown_image(decode_rgb(accuracy_plot(history, target), max_side=800), "accuracy per category vs iteration"))
+    if run_id:
+        meta["mlflow_run_id"] = dg.MetadataValue.text(run_id)
+        meta["mlflow_tracking_uri"] = dg.MetadataValue.text(settings.tracking.tracking_uri)
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(
+    group_name="annotation",
+    kinds={"parquet"},
+    deps=[annotation_iteration],
+    description="Every kept image with its parsing map, answers to every applicable protocol question (people's "
+    "labels where they exist, the final annotator elsewhere) and its grouped caption.",
+)
+def annotated_pool(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
+    result = annotate_pool(flywheel.settings)
+    for note in result.notes:
+        context.log.warning(note)
+    rows = result.table.to_pylist()
+    origins = Counter(o for r in rows for o in dict(r["answer_origin"] or {}).values())
+    parsing = Counter(r["parsing_source"] for r in rows)
+    examples = [(r["record_id"][:8], r["caption"]) for r in rows[:8]]
+    return dg.MaterializeResult(metadata={
+        "images": dg.MetadataValue.int(len(rows)),
+        "answers_by_people": dg.MetadataValue.int(origins.get("human", 0)),
+        "answers_by_annotator": dg.MetadataValue.int(origins.get("ai", 0)),
+        "parsing_sources": dg.MetadataValue.md(markdown_table(sorted(parsing.items()), ["parsing", "images"])),
+        "caption_examples": dg.MetadataValue.md(markdown_table(examples, ["record", "caption"])),
+        "manifest": dg.MetadataValue.path(str(result.manifest)),
+    })
+
+
+@dg.asset_check(asset=annotated_pool, blocking=True, description="Great Expectations suite: every applicable category "
+                "answered within the protocol's answers, hierarchy consistent, captions within the token budget.")
+def annotations_suite(flywheel: FlywheelResource) -> dg.AssetCheckResult:
+    table = read_annotations(flywheel.settings)
+    if table is None:
+        return dg.AssetCheckResult(passed=False, metadata={"problem": "no annotations manifest"})
+    summary = validate_annotations(table, load_protocol(flywheel.settings.protocol_path), flywheel.settings.caption_budget)
+    return dg.AssetCheckResult(passed=summary.success, metadata={
+        "expectations": dg.MetadataValue.int(summary.evaluated),
+        "failed": dg.MetadataValue.int(len(summary.failed)),
+        "summary": dg.MetadataValue.md(summary.as_markdown()),
+    })

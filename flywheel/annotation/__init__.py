@@ -1,0 +1,1 @@
+"""Annotate Anyone: parsing, the AI annotator, human labelling backends, iterations and captions."""

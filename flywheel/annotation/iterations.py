@@ -1,0 +1,252 @@
+"""The annotation iterations (CosmicMan Sec. 3.2.2), resumable.
+
+Each iteration measures the annotator's per-category accuracy on a fixed evaluation set
+I_e, picks the categories below the target, samples images I_i (the annotator's least
+confident first), asks people for labels on those categories only, fine-tunes the
+annotator on every label so far, and measures again. Iteration 0 labels every category
+on a small seed set, as the paper's first round does. The run stops when every category
+meets the target, when the label budget is spent, or after two iterations without gain.
+
+State lives in one folder: the evaluation set, the label ledger, and per iteration the
+annotator's weights and a metrics file written last (its presence marks the iteration
+done). A run killed anywhere restarts the unfinished iteration; labels already recorded
+are reused, never requested or counted again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from flywheel.annotation.annotator import AnnotatorSettings, AttributeAnnotator
+from flywheel.annotation.crops import Views
+from flywheel.annotation.labelling import LabelLedger, LabelRequest, Labeller
+from flywheel.protocol import Protocol
+
+
+class AnnotationSettings(BaseModel):
+    target_accuracy: float = Field(0.85, gt=0, le=1, description="paper: categories above 85% are no longer labelled")
+    eval_size: int = Field(150, ge=2, description="images in the fixed evaluation set I_e")
+    seed_size: int = Field(40, ge=1, description="iteration 0: images labelled on every category")
+    batch_size: int = Field(150, ge=1, description="images sampled per later iteration (I_i)")
+    max_iterations: int = Field(8, ge=1)
+    label_budget: float = Field(0.05, gt=0, le=1, description="share of pool images x applicable categories")
+    sampling: Literal["uncertainty", "random"] = "uncertainty"
+    patience: int = Field(2, ge=1, description="iterations without gain before stopping")
+    min_gain: float = Field(0.005, ge=0)
+    seed: int = 0
+    annotator: AnnotatorSettings = Field(default_factory=AnnotatorSettings)
+
+
+@dataclass
+class Pool:
+    """The images to annotate: ids, what the annotator sees, and ground truth where known."""
+
+    record_ids: list[str]
+    views: Views
+    truth: dict[str, dict[str, str | None]] = field(default_factory=dict)
+
+    def index(self, ids: list[str]) -> np.ndarray:
+        pos = {r: i for i, r in enumerate(self.record_ids)}
+        return np.array([pos[r] for r in ids], dtype=np.int64)
+
+
+@dataclass
+class IterationResult:
+    iteration: int
+    categories: list[str]  # the categories people labelled
+    images: int
+    labels: int  # labels collected this iteration
+    total_labels: int
+    accuracy_before: dict[str, float]
+    accuracy_after: dict[str, float]
+    stop_reason: str | None = None
+    status: str = "done"  # done / waiting (labels requested, not all answered yet)
+
+    def to_json(self) -> dict:
+        return self.__dict__.copy()
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+class AnnotationFlywheel:
+    def __init__(self, folder: str | Path, protocol: Protocol, settings: AnnotationSettings, pool: Pool, labeller: Labeller):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.protocol = protocol
+        self.settings = settings
+        self.pool = pool
+        self.labeller = labeller
+        self.ledger = LabelLedger(self.folder / "labels")
+        self.eval_ids = self._eval_set()
+        self.full_cost = sum(len(protocol.applicable_categories(pool.truth[r])) if r in pool.truth else len(protocol.categories)
+                             for r in pool.record_ids if r not in set(self.eval_ids))
+
+    # ---- fixed evaluation set -----------------------------------------------------------------
+    def _eval_set(self) -> list[str]:
+        path = self.folder / "eval_set.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        candidates = [r for r in self.pool.record_ids if r in self.pool.truth]
+        if len(candidates) < self.settings.eval_size:
+            raise ValueError(f"annotation: the evaluation set needs {self.settings.eval_size} images with ground truth, "
+                             f"the pool has {len(candidates)}")
+        rng = np.random.default_rng(self.settings.seed)
+        ids = sorted(rng.choice(candidates, self.settings.eval_size, replace=False).tolist())
+        _write_json(path, ids)
+        return ids
+
+    def evaluate(self, annotator: AttributeAnnotator) -> dict[str, float]:
+        """Per-category accuracy on I_e, over the images where the category applies (ground truth)."""
+        idx = self.pool.index(self.eval_ids)
+        predicted, _ = annotator.predict(self.pool.views[idx])
+        hits: dict[str, list[bool]] = {c: [] for c in self.protocol.categories}
+        for rid, pred in zip(self.eval_ids, predicted):
+            for c, truth in self.pool.truth[rid].items():
+                if truth is not None:
+                    hits[c].append(pred.get(c) == truth)
+        return {c: float(np.mean(h)) for c, h in hits.items() if h}
+
+    # ---- iterations ---------------------------------------------------------------------------
+    def _dir(self, k: int) -> Path:
+        return self.folder / "iterations" / f"iter-{k:04d}"
+
+    def completed(self) -> list[IterationResult]:
+        out = []
+        k = 0
+        while (self._dir(k) / "metrics.json").exists():
+            out.append(IterationResult(**json.loads((self._dir(k) / "metrics.json").read_text())))
+            k += 1
+        return out
+
+    def annotator(self, k: int | None = None) -> AttributeAnnotator:
+        """The annotator after iteration k (default: the latest); a fresh one before iteration 0."""
+        done = self.completed()
+        k = (len(done) - 1) if k is None else k
+        if k < 0:
+            return AttributeAnnotator(self.protocol, self.settings.annotator)
+        return AttributeAnnotator.load(self._dir(k) / "annotator", self.protocol)
+
+    def _sample(self, k: int, annotator: AttributeAnnotator, categories: list[str], budget_left: int) -> list[str]:
+        s = self.settings
+        taken = {r for r, _ in self.ledger.labelled_pairs()}
+        candidates = [r for r in self.pool.record_ids if r not in set(self.eval_ids) and r not in taken]
+        if not candidates:
+            return []
+        want = s.seed_size if k == 0 else s.batch_size
+        want = min(want, len(candidates), max(0, budget_left // max(1, len(categories))))
+        if want == 0:
+            return []
+        rng = np.random.default_rng(s.seed + 1000 + k)
+        if k == 0 or s.sampling == "random":
+            return sorted(rng.choice(candidates, want, replace=False).tolist())
+        probs = annotator.probabilities(self.pool.views[self.pool.index(candidates)])
+        cols = [list(self.protocol.categories).index(c) for c in categories]
+        uncertainty = np.mean([1.0 - probs[c].max(1) for c in cols], axis=0)
+        order = np.argsort(-uncertainty, kind="stable")
+        return [candidates[i] for i in order[:want]]
+
+    def run_iteration(self, k: int) -> IterationResult:
+        s = self.settings
+        metrics = self._dir(k) / "metrics.json"
+        if metrics.exists():
+            return IterationResult(**json.loads(metrics.read_text()))
+        if k > len(self.completed()):
+            raise ValueError(f"iteration {k} needs iteration {k - 1} first")
+        annotator = self.annotator(k - 1)
+        before = self.evaluate(annotator)
+        batch = f"iter-{k:04d}"
+        plan_path = self._dir(k) / "plan.json"
+        self._dir(k).mkdir(parents=True, exist_ok=True)
+        if plan_path.exists():  # resuming: the same requests as before the interruption
+            plan = json.loads(plan_path.read_text())
+        else:
+            categories = list(self.protocol.categories) if k == 0 else \
+                [c for c in self.protocol.categories if before.get(c, 1.0) < s.target_accuracy]
+            budget_left = int(s.label_budget * self.full_cost) - self.ledger.count()
+            images = self._sample(k, annotator, categories, budget_left) if categories else []
+            plan = {"categories": categories, "images": images}
+            _write_json(plan_path, plan)
+        if self.ledger.has(batch):  # collected before an interruption: reuse, do not count again
+            added = self.ledger.batch_count(batch)
+        elif plan["images"]:
+            requests = [LabelRequest(r, c) for r in plan["images"] for c in plan["categories"]]
+            self.labeller.submit(requests, batch)
+            labels = self.labeller.collect(batch)
+            if labels is None:
+                return IterationResult(k, plan["categories"], len(plan["images"]), 0, self.ledger.count(), before, {},
+                                       status="waiting")
+            added = self.ledger.record(batch, labels)
+        else:
+            added = 0
+        labelled = self.ledger.by_record()
+        if plan["images"]:
+            ids = sorted(labelled)
+            annotator.fit(self.pool.views[self.pool.index(ids)], [labelled[r] for r in ids])
+        after = self.evaluate(annotator)
+        annotator.save(self._dir(k) / "annotator")
+        result = IterationResult(k, plan["categories"], len(plan["images"]), added, self.ledger.count(), before, after)
+        result.stop_reason = self._stop_reason(k, result)
+        _write_json(metrics, result.to_json())
+        return result
+
+    def _stop_reason(self, k: int, result: IterationResult) -> str | None:
+        s = self.settings
+        if result.accuracy_after and min(result.accuracy_after.values()) >= s.target_accuracy:
+            return "every category meets the target"
+        if self.ledger.count() >= int(s.label_budget * self.full_cost) or not result.images:
+            return "label budget spent" if result.categories else "nothing left to label"
+        history = self.completed() + [result]
+        means = [np.mean(list(r.accuracy_after.values())) for r in history]
+        if len(means) > s.patience and max(means[-s.patience:]) < max(means[:-s.patience]) + s.min_gain:
+            return f"{s.patience} iterations without gain"
+        if k + 1 >= s.max_iterations:
+            return "maximum iterations reached"
+        return None
+
+    def run(self) -> list[IterationResult]:
+        """Iterate until a stop condition; returns every iteration (resumed ones included)."""
+        k = 0
+        results = []
+        while True:
+            r = self.run_iteration(k)
+            results.append(r)
+            if r.status != "done" or r.stop_reason:
+                return results
+            k += 1
+
+    # ---- labelling the whole pool -------------------------------------------------------------
+    def label_pool(self, annotator: AttributeAnnotator | None = None) -> list[dict]:
+        """Answers for every pool image: human labels where they exist, the annotator elsewhere,
+        made consistent with the hierarchy in one pass (parents first)."""
+        annotator = annotator or self.annotator()
+        probs = annotator.probabilities(self.pool.views)
+        human = self.ledger.by_record()
+        names = list(self.protocol.categories)
+        rows = []
+        for i, rid in enumerate(self.pool.record_ids):
+            answers: dict[str, str | None] = {}
+            conf: dict[str, float] = {}
+            origin: dict[str, str] = {}
+            for k, name in enumerate(names):
+                if not self.protocol.applies(name, answers):
+                    answers[name] = None
+                    continue
+                if name in human.get(rid, {}):
+                    answers[name], conf[name], origin[name] = human[rid][name], 1.0, "human"
+                else:
+                    j = int(probs[k][i].argmax())
+                    answers[name] = self.protocol.categories[name].answers[j]
+                    conf[name], origin[name] = float(probs[k][i, j]), "ai"
+            rows.append({"record_id": rid, "answers": answers, "confidences": conf, "answer_origin": origin})
+        return rows

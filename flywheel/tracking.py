@@ -1,0 +1,51 @@
+"""MLflow tracking: one place that opens runs against the configured tracking store.
+
+The default store is a SQLite database in the workspace (`mlflow ui --backend-store-uri
+sqlite:///workspace/mlflow.db` shows it); production points `mlflow.tracking_uri` at a server.
+Parameters are flattened config values; anything named like a secret is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+_SECRET = re.compile(r"(key|token|secret|password|credential)", re.I)
+
+
+class TrackingSettings(BaseModel):
+    tracking_uri: str | None = Field(None, description="default: sqlite:///<workspace>/mlflow.db")
+    experiment_prefix: str = "cosmicman"
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> flat MLflow params; keys that look like secrets are left out."""
+    out: dict[str, str] = {}
+    for k, v in params.items():
+        key = f"{prefix}{k}"
+        if _SECRET.search(str(k)) and not str(k).endswith("_env"):
+            continue
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = str(v)[:500]
+    return out
+
+
+@contextlib.contextmanager
+def mlflow_run(tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str] | None = None,
+               nested: bool = False) -> Iterator[Any]:
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=run_name, tags=dict(tags or {}), nested=nested) as run:
+        yield run

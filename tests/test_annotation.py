@@ -1,0 +1,152 @@
+"""The annotation flywheel's parts: captions, labelling ledger, annotator and resumable iterations."""
+
+import cv2
+import numpy as np
+import pytest
+
+from flywheel.annotation.annotator import AnnotatorSettings, AttributeAnnotator
+from flywheel.annotation.captions import approx_clip_tokens, caption_groups, join_caption
+from flywheel.annotation.crops import Views
+from flywheel.annotation.iterations import AnnotationFlywheel, AnnotationSettings, Pool
+from flywheel.annotation.labelling import NOT_APPLICABLE, LabelLedger, LabelRequest, OracleLabeller
+from flywheel.synthetic.source import SyntheticConfig, render_sample
+
+
+@pytest.fixture(scope="module")
+def small_pool(protocol):
+    cfg = SyntheticConfig(seed=9, bad_fraction=0.0, width=128, height=192)
+    ids, pairs, truth = [], [], {}
+    for i in range(90):
+        s = render_sample(cfg, protocol, i)
+        ids.append(s.item)
+        pairs.append((cv2.cvtColor(cv2.imdecode(np.frombuffer(s.data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), s.parsing))
+        truth[s.item] = s.truth["attributes"]
+    return Pool(ids, Views.of(pairs, protocol, size=32), truth)
+
+
+ANSWERS = {"gender": "woman", "age": "adult", "body_shape": "slim", "person_type": "full body", "pose": "standing",
+           "arm_pose": "arms down", "background": "outdoor", "expression": "smiling", "hair_length": "long",
+           "hair_color": "red", "hat": "yes", "hat_type": "cap", "hat_color": "blue", "sunglasses": "no", "top": "yes",
+           "top_type": "shirt", "sleeve_length": "long sleeve", "top_color": "white", "top_pattern": "striped",
+           "dress": "no", "bottom_type": "skirt", "bottom_color": "black", "bottom_pattern": "solid",
+           "skirt_length": "mini", "belt": "no", "shoe_type": "boots", "shoe_color": "brown", "bag": "yes",
+           "bag_type": "backpack", "bag_color": "red", "scarf": "no"}
+
+
+def test_caption_groups_carry_their_parsing_classes(protocol):
+    groups = caption_groups(protocol, ANSWERS, seed=1)
+    assert [g.part for g in groups[:2]] == ["body", "scene"]  # global groups first
+    by_part = {g.part: g for g in groups}
+    assert by_part["body"].text == "a woman, slim build, standing, with arms down"
+    assert by_part["scene"].class_ids == ()  # the "other" group has no mask
+    assert by_part["hat"].text == "wearing a hat, cap, blue hat" and by_part["hat"].class_ids == (1,)
+    assert by_part["bottom"].class_ids == (5, 6) and "black skirt" in by_part["bottom"].text
+    assert "bag" in by_part and by_part["bag"].text.endswith("red backpack")
+    assert "sunglasses" not in join_caption(groups)  # "no" answers are not voiced
+    garments = [g.part for g in groups[2:]]
+    assert caption_groups(protocol, ANSWERS, seed=1) == groups  # reproducible
+    orders = {tuple(g.part for g in caption_groups(protocol, ANSWERS, seed=s)[2:]) for s in range(6)}
+    assert len(orders) > 1 and all(sorted(o) == sorted(garments) for o in orders)  # garment groups shuffled
+
+
+def test_token_budget_drops_trailing_groups(protocol):
+    full = caption_groups(protocol, ANSWERS, seed=2)
+    short = caption_groups(protocol, ANSWERS, seed=2, budget=20)
+    assert approx_clip_tokens(join_caption(short)) <= 20 < approx_clip_tokens(join_caption(full))
+    assert short == full[: len(short)] and short[0].part == "body"
+    assert [g.part for g in caption_groups(protocol, ANSWERS, budget=3)] == ["body"]  # never dropped
+
+
+def test_oracle_and_ledger_count_each_label_once(tmp_path):
+    truth = {"a": {"hat": "yes", "hat_color": "red"}, "b": {"hat": "no", "hat_color": None}}
+    oracle = OracleLabeller(truth)
+    reqs = [LabelRequest("a", "hat_color"), LabelRequest("b", "hat_color"), LabelRequest("b", "hat")]
+    oracle.submit(reqs, "iter-0000")
+    ledger = LabelLedger(tmp_path)
+    assert ledger.record("iter-0000", oracle.collect("iter-0000")) == 3
+    with pytest.raises(FileExistsError):
+        ledger.record("iter-0000", oracle.collect("iter-0000"))
+    assert ledger.count() == 3 and LabelLedger(tmp_path).count() == 3
+    assert ledger.by_record() == {"a": {"hat_color": "red"}, "b": {"hat": "no"}}
+    assert {l.answer for l in ledger.labels()} >= {NOT_APPLICABLE}
+    assert oracle.collect("unknown") is None
+    with pytest.raises(KeyError, match="no ground truth"):
+        oracle.submit([LabelRequest("zzz", "hat")], "x")
+
+
+def test_annotator_learns_follows_the_hierarchy_and_round_trips(protocol, small_pool, tmp_path):
+    ann = AttributeAnnotator(protocol, AnnotatorSettings(crop_size=32, epochs=25, width=32))
+    train, test = small_pool.views[:60], small_pool.views[60:]
+    labels = [{c: small_pool.truth[r][c] for c in ("hat", "scarf", "person_type")} for r in small_pool.record_ids[:60]]
+    ann.fit(train, labels)
+    answers, conf = ann.predict(test)
+    for c in ("hat", "scarf"):
+        acc = np.mean([a[c] == small_pool.truth[r][c] for a, r in zip(answers, small_pool.record_ids[60:])])
+        assert acc >= 0.85, (c, acc)
+    for a, cf in zip(answers, conf):
+        assert not protocol.check_answers(a), protocol.check_answers(a)  # hierarchy-consistent
+        assert set(cf) == {k for k, v in a.items() if v is not None} and all(0 < v <= 1 for v in cf.values())
+    ann.save(tmp_path / "ann")
+    again = AttributeAnnotator.load(tmp_path / "ann", protocol)
+    assert again.predict(test)[0] == answers
+
+
+class CountingOracle(OracleLabeller):
+    def __init__(self, truth):
+        super().__init__(truth)
+        self.submitted = 0
+
+    def submit(self, requests, batch):
+        self.submitted += len(requests)
+        super().submit(requests, batch)
+
+
+def test_iterations_resume_without_losing_or_double_counting_labels(protocol, small_pool, tmp_path):
+    settings = AnnotationSettings(eval_size=20, seed_size=10, batch_size=10, max_iterations=2, label_budget=1.0,
+                                  annotator=AnnotatorSettings(crop_size=32, epochs=2, width=16))
+    oracle = CountingOracle(small_pool.truth)
+    fw = AnnotationFlywheel(tmp_path, protocol, settings, small_pool, oracle)
+    first = fw.run_iteration(0)
+    assert first.categories == list(protocol.categories) and first.images == 10
+    assert first.labels == 10 * len(protocol.categories) == fw.ledger.count() == oracle.submitted
+    # a kill after the labels were recorded, before the iteration finished
+    (tmp_path / "iterations" / "iter-0000" / "metrics.json").unlink()
+    fw2 = AnnotationFlywheel(tmp_path, protocol, settings, small_pool, CountingOracle(small_pool.truth))
+    again = fw2.run_iteration(0)
+    assert fw2.labeller.submitted == 0 and fw2.ledger.count() == first.labels and again.labels == first.labels
+    assert fw2.eval_ids == fw.eval_ids
+    results = fw2.run()
+    assert results[-1].stop_reason is not None and len(results) <= 2
+    assert fw2.ledger.count() == results[-1].total_labels
+    eval_set = set(fw2.eval_ids)
+    assert not {r for r, _ in fw2.ledger.labelled_pairs()} & eval_set  # I_e is never used for training
+    rows = fw2.label_pool()
+    assert len(rows) == len(small_pool.record_ids)
+    human = fw2.ledger.by_record()
+    for row in rows:
+        assert not protocol.check_answers(row["answers"])
+        for c, origin in row["answer_origin"].items():
+            if origin == "human":
+                assert row["answers"][c] == human[row["record_id"]][c]
+
+
+def test_fallback_parsing_finds_the_person_and_the_head(protocol):
+    from flywheel.annotation.parsing import decode_parsing, geometric_parsing, mean_iou
+    from flywheel.filters.people import PeopleDetector
+    from flywheel.synthetic.scene import render_people
+    from flywheel.synthetic.source import encode_parsing
+
+    detector = PeopleDetector()
+    body_iou, face_iou = [], []
+    for i in range(8):
+        img, truth, _, _ = render_people(np.random.default_rng([51, i]), protocol, 256, 384, person_type="full body")
+        found = detector.detect(img)
+        pred = geometric_parsing(img, found.person_box, found.face_box)
+        assert pred.shape == truth.shape and pred.max() < 18
+        if found.person_box is None:
+            assert not pred.any()
+            continue
+        body_iou.append(mean_iou(pred > 0, truth > 0, 2)[1])
+        face_iou.append(mean_iou(pred, truth).get(11, 0.0))
+    assert len(body_iou) >= 6 and np.mean(body_iou) > 0.5 and np.mean(face_iou) > 0.2
+    assert np.array_equal(decode_parsing(encode_parsing(truth)), truth)
