@@ -39,8 +39,12 @@ ui: env
 	$(BIN)/dagster dev -m orchestration.definitions
 
 bench: env
-	$(BIN)/python benchmarks/synthetic_source.py
-	$(BIN)/python benchmarks/filter_chain.py
+	-$(BIN)/python benchmarks/synthetic_source.py
+	-$(BIN)/python benchmarks/filter_chain.py
+	-$(BIN)/python benchmarks/annotation_flywheel.py
 
 clean:
 	rm -rf workspace
+
+mlflow-ui: env
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/workspace/mlflow.db --port 5000
