@@ -4,6 +4,7 @@ from collections import Counter
 
 import dagster as dg
 
+from assets.checks import suite_result
 from assets.filtering import filtered_pool
 from assets.partitions import annotation_iterations, parse_iteration_key
 from flywheel.annotation.report import accuracy_plot, accuracy_table
@@ -77,11 +78,6 @@ def annotated_pool(context: dg.AssetExecutionContext, flywheel: FlywheelResource
                 "answered within the protocol's answers, hierarchy consistent, captions within the token budget.")
 def annotations_suite(flywheel: FlywheelResource) -> dg.AssetCheckResult:
     table = read_annotations(flywheel.settings)
-    if table is None:
-        return dg.AssetCheckResult(passed=False, metadata={"problem": "no annotations manifest"})
-    summary = validate_annotations(table, load_protocol(flywheel.settings.protocol_path), flywheel.settings.caption_budget)
-    return dg.AssetCheckResult(passed=summary.success, metadata={
-        "expectations": dg.MetadataValue.int(summary.evaluated),
-        "failed": dg.MetadataValue.int(len(summary.failed)),
-        "summary": dg.MetadataValue.md(summary.as_markdown()),
-    })
+    protocol = load_protocol(flywheel.settings.protocol_path)
+    summary = None if table is None else validate_annotations(table, protocol, flywheel.settings.caption_budget)
+    return suite_result(summary, "no annotations manifest")

@@ -4,6 +4,7 @@ from collections import Counter
 
 import dagster as dg
 
+from assets.checks import suite_result
 from assets.sourcing import raw_images
 from flywheel.preview import contact_sheet, decode_rgb, markdown_image, markdown_table
 from flywheel.stages import filter_pool, read_filtered_pool
@@ -57,11 +58,5 @@ def filtered_pool(context: dg.AssetExecutionContext, flywheel: FlywheelResource)
                 "person and a large enough face per kept image, no duplicate content among kept images.")
 def filtered_pool_suite(flywheel: FlywheelResource) -> dg.AssetCheckResult:
     table = read_filtered_pool(flywheel.settings)
-    if table is None:
-        return dg.AssetCheckResult(passed=False, metadata={"problem": "no filtered pool manifest"})
-    summary = validate_filtered_pool(table, flywheel.settings.filter)
-    return dg.AssetCheckResult(passed=summary.success, metadata={
-        "expectations": dg.MetadataValue.int(summary.evaluated),
-        "failed": dg.MetadataValue.int(len(summary.failed)),
-        "summary": dg.MetadataValue.md(summary.as_markdown()),
-    })
+    summary = None if table is None else validate_filtered_pool(table, flywheel.settings.filter)
+    return suite_result(summary, "no filtered pool manifest")
