@@ -119,13 +119,13 @@ def _box(b) -> list[float] | None:
     return None if b is None else [round(float(v), 2) for v in b]
 
 
-def _init_worker(settings: FilterSettings, store: ContentStore) -> None:
-    import torch
+def _init_worker(settings: FilterSettings, store: ContentStore, single_thread: bool = True) -> None:
+    if single_thread:  # a pool worker: one core each
+        import cv2
+        import torch
 
-    torch.set_num_threads(1)
-    import cv2
-
-    cv2.setNumThreads(1)
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)
     _WORKER["analyser"] = Analyser(settings)
     _WORKER["store"] = store
 
@@ -161,8 +161,8 @@ def analyse_all(keys: list[str], settings: FilterSettings, store: ContentStore, 
     results: dict[str, dict] = {}
     if not keys:
         return results
-    if workers <= 1:
-        _init_worker(settings, store)
+    if workers <= 1 or len(keys) < 4 * settings.chunk_size:  # a small refresh: not worth spawning workers
+        _init_worker(settings, store, single_thread=False)
         for i, key in enumerate(keys):
             k, r = _analyse_key(key)
             results[k] = r

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from flywheel.detect.boxes import Box, area, suppress
@@ -21,7 +22,8 @@ from flywheel.detect.yolo import BackendUnavailable, YoloPersonDetector
 
 log = logging.getLogger(__name__)
 FACE_PER_BODY_BOX = 0.1
-LARGE_FACE = 0.12  # face height / image height above which the frame is a close-up  # a standing person's head is ~1/7.5 of their height; HOG boxes add ~25% margin
+LARGE_FACE = 0.12  # face height / image height above which the frame is a close-up
+MIN_SKIN_SHARE = 0.25  # of a face box's centre that must look like skin  # a standing person's head is ~1/7.5 of their height; HOG boxes add ~25% margin
 
 
 @dataclass
@@ -62,7 +64,9 @@ class PeopleDetector:
         work_bodies = suppress(self._bodies(image), iou_threshold=0.2, containment=0.4)
         heads = [(b[0], b[1], b[2], b[1] + 0.4 * (b[3] - b[1])) for b in work_bodies]  # where a standing person's head is
         bodies = [tuple(v * inv for v in b) for b in work_bodies]
-        faces = plausible_faces([tuple(v * inv for v in b) for b in self._faces.detect(image, heads)], bodies)
+        skin = skin_mask(image)
+        faces = [f for f in self._faces.detect(image, heads) if skin_share(skin, f) >= MIN_SKIN_SHARE]
+        faces = plausible_faces([tuple(v * inv for v in b) for b in faces], bodies)
         H = image.shape[0] * inv
         if faces and max(f[3] - f[1] for f in faces) > LARGE_FACE * H:
             # A face this large means a close-up (upper body or headshot): no whole pedestrian fits in
@@ -84,15 +88,39 @@ class PeopleDetector:
         return PeopleResult(n, person, face, face_size, estimated, bodies, faces)
 
 
-def plausible_faces(faces: list[Box], bodies: list[Box]) -> list[Box]:
-    """Drop cascade hits that cannot be a head: one below a larger face in the same column
-    (polka dots, collars and hands under a real face), or one in the lower part of a body box."""
+def plausible_faces(faces: list[Box], bodies: list[Box], min_relative_size: float = 0.4) -> list[Box]:
+    """Drop cascade hits that cannot be the head of a subject:
+    - one below a larger face's chin and within a few face widths of it: patterns, pockets,
+      hands and sleeves on that person's body (people side by side have faces at one height);
+    - one in the lower part of a detected body;
+    - one under 40% of the largest face's height: posters, pictures, distant bystanders, which
+      are not the photo's subjects."""
     kept: list[Box] = []
     for f in sorted(faces, key=area, reverse=True):
-        cx, cy, w = (f[0] + f[2]) / 2, (f[1] + f[3]) / 2, f[2] - f[0]
-        if any(abs(cx - (k[0] + k[2]) / 2) < (k[2] - k[0]) and cy > k[3] for k in kept):
+        cx, cy, h = (f[0] + f[2]) / 2, (f[1] + f[3]) / 2, f[3] - f[1]
+        if kept and h < min_relative_size * (kept[0][3] - kept[0][1]):
+            continue
+        if any(abs(cx - (k[0] + k[2]) / 2) < 3 * (k[2] - k[0]) and cy > k[3] for k in kept):
             continue
         if any(b[0] <= cx <= b[2] and cy > b[1] + 0.4 * (b[3] - b[1]) for b in bodies):
             continue
         kept.append(f)
     return kept
+
+
+def skin_mask(image: np.ndarray) -> np.ndarray:
+    """Skin-coloured pixels by the classical YCrCb rule (Chai & Ngan): 133 <= Cr <= 173, 77 <= Cb <= 127,
+    which holds across skin tones because it ignores luminance."""
+    ycrcb = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)
+    cr, cb = ycrcb[..., 1], ycrcb[..., 2]
+    return (cr >= 133) & (cr <= 173) & (cb >= 77) & (cb <= 127)
+
+
+def skin_share(skin: np.ndarray, box: Box) -> float:
+    """Share of skin pixels in the central 60% of a box (the cheeks, nose and mouth of a face)."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    a0, a1 = int(y0 + 0.2 * h), int(np.ceil(y1 - 0.2 * h))
+    b0, b1 = int(x0 + 0.2 * w), int(np.ceil(x1 - 0.2 * w))
+    region = skin[max(0, a0):max(0, a1), max(0, b0):max(0, b1)]
+    return float(region.mean()) if region.size else 0.0

@@ -343,14 +343,19 @@ def _head(cv: Canvas, sk: Skeleton, answers: dict, skin, hair_rgb, hair_len: str
     child = answers["age"] == "child"
     # Shading in the places a real face has it (eye sockets, under the nose, the jaw),
     # so classical face detectors see the dark-eye-band / light-nose-bridge pattern.
-    shade = tuple(int(c * 0.72) for c in skin)
-    light = tuple(min(255, int(c * 1.1)) for c in skin)
+    # Lighting in absolute terms (a lit forehead, nose and cheekbones; shadowed eye sockets), so
+    # darker skin tones keep the light/dark face pattern a real photo has.
+    shade = tuple(max(0, int(c * 0.7) - 18) for c in skin)
+    light = tuple(int(c + (255 - c) * 0.4) for c in skin)
     cv.ellipse((hc[0], hc[1] + 0.55 * hh), (0.8 * hw, 0.42 * hh), None, tuple(int(c * 0.9) for c in skin))
     cv.ellipse((hc[0], hc[1] + 0.45 * hh), (0.74 * hw, 0.45 * hh), None, skin)
     eye_y = hc[1] - 0.05 * hh
     eye_r = hw * (0.16 if child else 0.13)
     for s in (1, -1):
         cv.ellipse((hc[0] + s * 0.38 * hw, eye_y - 0.02 * hh), (0.3 * hw, 0.16 * hh), None, shade)
+    for s in (1, -1):  # cheekbones
+        cv.ellipse((hc[0] + s * 0.42 * hw, hc[1] + 0.22 * hh), (0.2 * hw, 0.1 * hh), None, light)
+    cv.ellipse((hc[0], hc[1] - 0.55 * hh), (0.45 * hw, 0.12 * hh), None, light)  # forehead
     cv.ellipse((hc[0], hc[1] + 0.02 * hh), (0.1 * hw, 0.3 * hh), None, light)  # nose bridge
     brow = tuple(int(c * 0.5) for c in hair_rgb) if hair_len != "bald" else tuple(int(c * 0.45) for c in skin)
     for s in (1, -1):
