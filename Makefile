@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DVC_ENV := .tools/dvc
 export DAGSTER_HOME ?= $(CURDIR)/workspace/dagster_home
 
-.PHONY: demo test env ui mlflow-ui bench clean
+.PHONY: demo test env ui mlflow-ui label-studio bench clean
 
 # The project environment: every pin comes from requirements.lock (generated with
 # `uv pip compile`, see README), installed without resolution so nothing drifts.
@@ -23,11 +23,18 @@ $(DVC_ENV)/bin/dvc: tools/dvc-requirements.txt
 	$(DVC_ENV)/bin/pip install --quiet -r tools/dvc-requirements.txt
 	touch $@
 
+# Label Studio (the human labelling server) in its own environment: its Django pins are its own.
+LS_ENV := .tools/label-studio
+$(LS_ENV)/bin/label-studio: tools/label-studio-requirements.txt
+	test -x $(LS_ENV)/bin/python || $(PYTHON) -m venv $(LS_ENV)
+	$(LS_ENV)/bin/pip install --quiet -r tools/label-studio-requirements.txt
+	touch $@
+
 $(DAGSTER_HOME)/dagster.yaml: infra/dagster/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp infra/dagster/dagster.yaml $@
 
-env: $(BIN)/.installed $(DVC_ENV)/bin/dvc $(DAGSTER_HOME)/dagster.yaml
+env: $(BIN)/.installed $(DVC_ENV)/bin/dvc $(LS_ENV)/bin/label-studio $(DAGSTER_HOME)/dagster.yaml
 
 demo: env
 	$(BIN)/python -m orchestration.refresh
@@ -48,3 +55,6 @@ clean:
 
 mlflow-ui: env
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/workspace/mlflow.db --port 5000
+
+label-studio: env
+	$(LS_ENV)/bin/label-studio start --no-browser --internal-host 127.0.0.1 -p 8080

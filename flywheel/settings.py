@@ -55,7 +55,9 @@ class Settings(BaseSettings):
     filter: FilterSettings = Field(default_factory=FilterSettings)
     min_pool_size: int = Field(1000, ge=0, description="the sensor starts a refresh when fewer images are kept")
     annotation: AnnotationSettings = Field(default_factory=AnnotationSettings)
-    labelling_backend: Literal["oracle"] = Field("oracle", description="who answers label requests")
+    labelling_backend: Literal["oracle", "label_studio"] = Field("oracle", description="who answers label requests")
+    label_studio_url: str = "http://127.0.0.1:8080"
+    label_studio_token_env: str = Field("LABEL_STUDIO_API_KEY", description="environment variable holding the API token")
     segformer_dir: Path | None = Field(None, description="local SegFormer checkpoint for parsing; fallback when unset")
     caption_budget: int = Field(77, ge=8, description="tokens (CLIP's context length)")
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)

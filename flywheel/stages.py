@@ -169,7 +169,15 @@ def annotation_flywheel(settings: Settings):
     pool, images, notes = build_pool(kept, raw_by_id, ContentStore(settings.store_url), protocol, folder,
                                      crop_size=settings.annotation.annotator.crop_size,
                                      segformer_dir=str(settings.segformer_dir) if settings.segformer_dir else None)
-    labeller = OracleLabeller(pool.truth)  # labelling_backend == "oracle" (the only one so far)
+    if settings.labelling_backend == "label_studio":
+        from flywheel.annotation.label_studio import LabelStudioLabeller
+
+        store = ContentStore(settings.store_url)
+        sha = {img.record_id: img.sha256 for img in images}
+        labeller = LabelStudioLabeller(settings.label_studio_url, os.environ.get(settings.label_studio_token_env, ""), protocol,
+                                       lambda rid: store.get(sha[rid]), folder / "label_studio_projects.json")
+    else:
+        labeller = OracleLabeller(pool.truth)
     return AnnotationFlywheel(folder, protocol, settings.annotation, pool, labeller), images, notes
 
 

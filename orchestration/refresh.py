@@ -52,7 +52,11 @@ def main() -> int:
             return 1
         event = instance.get_latest_materialization_event(dg.AssetKey("annotation_iteration"))
         meta = event.asset_materialization.metadata
-        if meta["stop_reason"].value != "continue" or meta["status"].value != "done":
+        if meta["status"].value == "waiting":
+            print(f"refresh: {key} waits for people in Label Studio; the next_annotation_iteration sensor "
+                  "collects their answers and continues")
+            return 0
+        if meta["stop_reason"].value != "continue":
             print(f"refresh: annotation iterations stopped: {meta['stop_reason'].value}")
             break
         k += 1

@@ -38,7 +38,8 @@ annotation_job = dg.define_asset_job("annotation_iteration_job", selection="key:
 
 @dg.sensor(job=annotation_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
 def next_annotation_iteration(context: dg.SensorEvaluationContext):
-    """Keeps the flywheel turning: after an iteration that did not stop, start the next one.
+    """Keeps the flywheel turning: after an iteration that did not stop, start the next one; while an
+    iteration waits for people (Label Studio), run it again to collect their answers once done.
 
     The cursor holds the storage id of the iteration materialization last acted on."""
     records = context.instance.fetch_materializations(dg.AssetKey("annotation_iteration"), limit=1).records
@@ -52,6 +53,9 @@ def next_annotation_iteration(context: dg.SensorEvaluationContext):
             return dg.SkipReason("already acted on the latest iteration")
         context.update_cursor(str(latest.storage_id))
         meta = latest.asset_materialization.metadata
+        if "status" in meta and meta["status"].value == "waiting":  # people are still labelling: look again
+            key = latest.partition_key
+            return dg.RunRequest(run_key=f"{key}-poll-{latest.storage_id}", partition_key=key)
         stop = meta["stop_reason"].value if "stop_reason" in meta else "continue"
         if stop != "continue":
             return dg.SkipReason(f"iterations stopped: {stop}")

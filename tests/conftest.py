@@ -1,5 +1,4 @@
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -56,3 +55,63 @@ def s3_server():
     yield url
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def small_pool(protocol):
+    """90 clean synthetic samples as an annotation pool (views at 32 px, ground truth)."""
+    import cv2
+    import numpy as np
+
+    from flywheel.annotation.crops import Views
+    from flywheel.annotation.iterations import Pool
+    from flywheel.synthetic.source import SyntheticConfig, render_sample
+
+    cfg = SyntheticConfig(seed=9, bad_fraction=0.0, width=128, height=192)
+    ids, pairs, truth, data = [], [], {}, {}
+    for i in range(90):
+        s = render_sample(cfg, protocol, i)
+        ids.append(s.item)
+        data[s.item] = s.data
+        pairs.append((cv2.cvtColor(cv2.imdecode(np.frombuffer(s.data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), s.parsing))
+        truth[s.item] = s.truth["attributes"]
+    pool = Pool(ids, Views.of(pairs, protocol, size=32), truth)
+    pool.image_data = data  # the encoded images, for labelling tools that show them
+    return pool
+
+
+@pytest.fixture(scope="session")
+def label_studio():
+    """A real Label Studio server on loopback, from its own environment (`make env` installs it)."""
+    exe = ROOT / ".tools" / "label-studio" / "bin" / "label-studio"
+    if not exe.exists():
+        pytest.skip(f"Label Studio server not installed at {exe} (make env installs it)")
+    import tempfile
+    import urllib.request
+
+    port, token = free_port(), "c0ffee" * 6 + "c0ff"
+    data = tempfile.mkdtemp(prefix="label-studio-")
+    env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": data}
+    log = open(os.path.join(data, "server.log"), "w")
+    proc = subprocess.Popen([str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(port),
+                             "--data-dir", data, "--username", "annotator@example.com", "--password", "not-a-secret-123",
+                             "--user-token", token, "--enable-legacy-api-token"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"Label Studio did not start; see {data}/server.log")
+        time.sleep(1)
+    yield url, token
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()

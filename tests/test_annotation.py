@@ -12,18 +12,6 @@ from flywheel.annotation.labelling import NOT_APPLICABLE, LabelLedger, LabelRequ
 from flywheel.synthetic.source import SyntheticConfig, render_sample
 
 
-@pytest.fixture(scope="module")
-def small_pool(protocol):
-    cfg = SyntheticConfig(seed=9, bad_fraction=0.0, width=128, height=192)
-    ids, pairs, truth = [], [], {}
-    for i in range(90):
-        s = render_sample(cfg, protocol, i)
-        ids.append(s.item)
-        pairs.append((cv2.cvtColor(cv2.imdecode(np.frombuffer(s.data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), s.parsing))
-        truth[s.item] = s.truth["attributes"]
-    return Pool(ids, Views.of(pairs, protocol, size=32), truth)
-
-
 ANSWERS = {"gender": "woman", "age": "adult", "body_shape": "slim", "person_type": "full body", "pose": "standing",
            "arm_pose": "arms down", "background": "outdoor", "expression": "smiling", "hair_length": "long",
            "hair_color": "red", "hat": "yes", "hat_type": "cap", "hat_color": "blue", "sunglasses": "no", "top": "yes",
@@ -96,9 +84,10 @@ class CountingOracle(OracleLabeller):
         super().__init__(truth)
         self.submitted = 0
 
-    def submit(self, requests, batch):
+    def submit(self, requests, batch, hints=None):
         self.submitted += len(requests)
-        super().submit(requests, batch)
+        assert hints is not None and set(hints) <= {r.record_id for r in requests}
+        super().submit(requests, batch, hints)
 
 
 def test_iterations_resume_without_losing_or_double_counting_labels(protocol, small_pool, tmp_path):

@@ -138,6 +138,10 @@ def test_annotation_sensor_turns_the_flywheel_until_it_stops(workspace, instance
     nxt, cursor = tick()
     assert [r.partition_key for r in nxt.run_requests] == ["iter-0001"]
     assert "already acted" in tick(cursor)[0].skip_message
+    inst.report_runless_asset_event(dg.AssetMaterialization("annotation_iteration", partition="iter-0001",
+                                                            metadata={"stop_reason": "continue", "status": "waiting"}))
+    poll, cursor = tick(cursor)
+    assert isinstance(poll, dg.RunRequest) and poll.partition_key == "iter-0001"
     iteration("iter-0001", "every category meets the target")
     stopped, _ = tick(cursor)
     assert isinstance(stopped, dg.SkipReason) and "every category meets the target" in stopped.skip_message

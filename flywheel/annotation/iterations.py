@@ -181,7 +181,10 @@ class AnnotationFlywheel:
             added = self.ledger.batch_count(batch)
         elif plan["images"]:
             requests = [LabelRequest(r, c) for r in plan["images"] for c in plan["categories"]]
-            self.labeller.submit(requests, batch)
+            predicted, confidence = annotator.predict(self.pool.views[self.pool.index(plan["images"])])
+            hints = {r: {c: (a[c], conf[c]) for c in plan["categories"] if a.get(c) is not None}
+                     for r, a, conf in zip(plan["images"], predicted, confidence)}
+            self.labeller.submit(requests, batch, hints)
             labels = self.labeller.collect(batch)
             if labels is None:
                 return IterationResult(k, plan["categories"], len(plan["images"]), 0, self.ledger.count(), before, {},

@@ -40,8 +40,10 @@ class Label:
 class Labeller(TypingProtocol):
     name: str
 
-    def submit(self, requests: list[LabelRequest], batch: str) -> None:
-        """Hand the requests to people (or a tool they use)."""
+    def submit(self, requests: list[LabelRequest], batch: str,
+               hints: Mapping[str, Mapping[str, tuple[str, float]]] | None = None) -> None:
+        """Hand the requests to people (or a tool they use); ``hints`` are the annotator's
+        answers and confidences, shown as pre-annotations where the tool supports them."""
 
     def collect(self, batch: str) -> list[Label] | None:
         """The batch's answers once every request is answered, else None (not finished yet)."""
@@ -56,7 +58,8 @@ class OracleLabeller:
         self._truth = truth
         self._pending: dict[str, list[LabelRequest]] = {}
 
-    def submit(self, requests: list[LabelRequest], batch: str) -> None:
+    def submit(self, requests: list[LabelRequest], batch: str,
+               hints: Mapping[str, Mapping[str, tuple[str, float]]] | None = None) -> None:
         missing = [r.record_id for r in requests if r.record_id not in self._truth]
         if missing:
             raise KeyError(f"oracle labeller: no ground truth for {len(missing)} record(s), e.g. {missing[0]}")
