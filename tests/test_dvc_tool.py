@@ -22,3 +22,12 @@ def test_project_environment_has_no_dvc_and_the_right_antlr():
 
     assert importlib.util.find_spec("dvc") is None
     assert md.version("antlr4-python3-runtime").startswith("4.13")
+
+
+def test_dvc_yaml_parses_and_plans_its_stages():
+    from flywheel.settings import PROJECT_ROOT
+
+    dvc = load_settings("test").dvc_command()
+    dry = subprocess.run([dvc, "repro", "--dry", "--force"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert "raw_synthetic" in dry.stdout and "cosmicman source synthetic" in dry.stdout
