@@ -76,6 +76,8 @@ class Settings(BaseSettings):
             self.store_url = str(self.workspace / "store")
         if self.tracking.tracking_uri is None:
             self.tracking.tracking_uri = f"sqlite:///{self.workspace / 'mlflow.db'}"
+        if self.tracking.artifact_root is None:
+            self.tracking.artifact_root = (self.workspace / "mlartifacts").as_uri()
         if self.protocol_path is not None and not self.protocol_path.is_absolute():
             self.protocol_path = (PROJECT_ROOT / self.protocol_path).resolve()
 

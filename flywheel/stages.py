@@ -193,7 +193,7 @@ def annotation_iteration(settings: Settings, k: int, run_tags: dict[str, str] | 
         return result, history, None
     import mlflow
 
-    with mlflow_run(settings.tracking.tracking_uri, f"{settings.tracking.experiment_prefix}-annotation", f"iter-{k:04d}",
+    with mlflow_run(settings.tracking, f"{settings.tracking.experiment_prefix}-annotation", f"iter-{k:04d}",
                     tags={"cosmicman.stage": "annotation_iteration", "cosmicman.profile": settings.profile, **(run_tags or {})}) as run:
         mlflow.log_params(flatten({"iteration": k, "labeller": settings.labelling_backend, "images": result.images,
                                    "categories_labelled": len(result.categories),

@@ -21,6 +21,7 @@ _SECRET = re.compile(r"(key|token|secret|password|credential)", re.I)
 
 class TrackingSettings(BaseModel):
     tracking_uri: str | None = Field(None, description="default: sqlite:///<workspace>/mlflow.db")
+    artifact_root: str | None = Field(None, description="where new experiments keep artifacts; default <workspace>/mlartifacts")
     experiment_prefix: str = "cosmicman"
 
 
@@ -39,13 +40,16 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def mlflow_run(tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str] | None = None,
+def mlflow_run(tracking: TrackingSettings, experiment: str, run_name: str, tags: Mapping[str, str] | None = None,
                nested: bool = False) -> Iterator[Any]:
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        # a database store would otherwise put artifacts in ./mlruns of whatever directory runs this
+        mlflow.create_experiment(experiment, artifact_location=tracking.artifact_root)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=run_name, tags=dict(tags or {}), nested=nested) as run:
         yield run

@@ -139,3 +139,37 @@ def test_fallback_parsing_finds_the_person_and_the_head(protocol):
         face_iou.append(mean_iou(pred, truth).get(11, 0.0))
     assert len(body_iou) >= 6 and np.mean(body_iou) > 0.5 and np.mean(face_iou) > 0.2
     assert np.array_equal(decode_parsing(encode_parsing(truth)), truth)
+
+
+@pytest.mark.slow
+def test_annotation_stages_track_in_mlflow_and_write_the_manifest(workspace, tmp_path, monkeypatch, protocol):
+    import mlflow
+
+    from flywheel import stages
+    from flywheel.manifests import ANNOTATIONS, read_manifest
+    from flywheel.settings import load_settings
+    from flywheel.validation.annotations import validate_annotations
+
+    monkeypatch.chdir(tmp_path)  # artifacts must not land in the working directory
+    settings = load_settings()
+    stages.source_batch(settings, "synthetic", "20260101T000000Z")
+    stages.filter_pool(settings, workers=1)
+    with pytest.raises(RuntimeError, match="have not stopped"):
+        stages.annotate_pool(settings)
+    k, result = 0, None
+    while result is None or not result.stop_reason:
+        result, history, run_id = stages.annotation_iteration(settings, k)
+        k += 1
+    mlflow.set_tracking_uri(settings.tracking.tracking_uri)
+    run = mlflow.get_run(run_id)
+    assert run.data.metrics["total_labels"] == result.total_labels
+    assert "acc_after.gender" in run.data.metrics and run.data.params["labeller"] == "oracle"
+    assert {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)} >= {"iteration.json", "accuracy_vs_iteration.png"}
+    assert not (tmp_path / "mlruns").exists() and (workspace / "mlartifacts").exists()
+
+    out = stages.annotate_pool(settings)
+    table = read_manifest(out.manifest, ANNOTATIONS)
+    assert table.num_rows == sum(v == "keep" for v in stages.read_filtered_pool(settings).column("verdict").to_pylist())
+    assert validate_annotations(table, protocol).success
+    row = table.to_pylist()[0]
+    assert row["parsing_source"] == "source" and row["caption_groups"][0]["part"] == "body"
