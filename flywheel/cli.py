@@ -67,14 +67,14 @@ def source_synthetic_cmd(
     workers: Optional[int] = typer.Option(None, help="render processes (default: up to 2)"),
 ) -> None:
     """Render the synthetic human source into the content store and write its raw manifest."""
-    from flywheel.stages import source_synthetic
+    from flywheel.stages import source_batch
 
     settings = _settings(profile)
     total = settings.synthetic.count if count is None else count
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as bar:
         task = bar.add_task("rendering", total=total)
-        result = source_synthetic(settings, batch=batch, start=start, count=total, workers=workers,
+        result = source_batch(settings, settings.synthetic.name, batch, start=start, count=total, workers=workers,
                                   progress=lambda done, _: bar.update(task, completed=done))
     defects = Counter((json.loads(s) or {}).get("defect") or "clean" for s in result.table.column("sidecar_json").to_pylist())
     console.print(f"{result.table.num_rows} records -> {result.manifest} ({result.rows_per_second:.1f} images/s)")

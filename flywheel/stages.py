@@ -61,11 +61,12 @@ def previous_records(settings: Settings, source: str, exclude_batch: str | None 
 
 
 def source_batch(settings: Settings, source: str, batch: str, workers: int | None = None,
-                 progress: Progress | None = None) -> StageResult:
+                 progress: Progress | None = None, start: int | None = None, count: int | None = None) -> StageResult:
     """Fetch one refresh batch of one source into the store and write its raw manifest.
 
     Re-running the same batch redoes it (the store skips bytes it already has); other
-    batches' items are skipped, so each refresh brings only new candidates."""
+    batches' items are skipped, so each refresh brings only new candidates. ``start`` and
+    ``count`` choose an explicit index range of the synthetic source."""
     import time
 
     cfg = settings.source(source)
@@ -75,11 +76,11 @@ def source_batch(settings: Settings, source: str, batch: str, workers: int | Non
     t0 = time.perf_counter()
     cursor_state = None
     if cfg.type == "synthetic":
-        done = {r["item"] for r in previous}
-        start = len(done)  # batches render consecutive index ranges
+        if start is None:  # batches render consecutive index ranges
+            start = len({r["item"] for r in previous})
         table = ingest_synthetic(cfg, load_protocol(settings.protocol_path), store, source=cfg.name, batch=batch,
-                                 start=start, count=cfg.count, workers=workers or min(2, os.cpu_count() or 1),
-                                 progress=progress).table
+                                 start=start, count=cfg.count if count is None else count,
+                                 workers=workers or min(2, os.cpu_count() or 1), progress=progress).table
     elif isinstance(cfg, FolderSourceSettings):
         table = RAW_RECORDS.table(ingest_folder(cfg, store, batch, previous, progress))
     elif isinstance(cfg, UrlParquetSourceSettings):
@@ -94,23 +95,6 @@ def source_batch(settings: Settings, source: str, batch: str, workers: int | Non
     if cursor_state is not None:  # only after the batch is safely recorded
         cursor.save(cursor_state)
     return StageResult(table, path, time.perf_counter() - t0)
-
-
-def source_synthetic(settings: Settings, batch: str = "batch-000000", start: int | None = None, count: int | None = None,
-                     workers: int | None = None, progress: Progress | None = None) -> StageResult:
-    """The synthetic source alone (CLI and benchmarks): explicit index range."""
-    import time
-
-    cfg = settings.synthetic
-    t0 = time.perf_counter()
-    if start is None:
-        start = len({r["item"] for r in previous_records(settings, cfg.name, exclude_batch=batch)})
-    result = ingest_synthetic(cfg, load_protocol(settings.protocol_path), ContentStore(settings.store_url), source=cfg.name,
-                              batch=batch, start=start, count=cfg.count if count is None else count,
-                              workers=workers or min(2, os.cpu_count() or 1), progress=progress)
-    path = raw_manifest_path(settings, cfg.name, batch)
-    write_manifest(result.table, path, RAW_RECORDS)
-    return StageResult(result.table, path, time.perf_counter() - t0)
 
 
 def all_raw_records(settings: Settings) -> pa.Table:

@@ -84,11 +84,8 @@ def small_pool(protocol):
 def label_studio():
     """A real Label Studio server on loopback, from its own environment (`make env` installs it)."""
     exe = ROOT / ".tools" / "label-studio" / "bin" / "label-studio"
-    if not exe.exists():
-        message = f"Label Studio server not installed at {exe} (make env installs it)"
-        if os.environ.get("CI"):  # CI runs through make, which installs it: its absence is a failure there
-            pytest.fail(message)
-        pytest.skip(message)
+    if not exe.exists():  # the README's test command (make test) always installs it
+        pytest.fail(f"Label Studio server not installed at {exe}: run `make env`")
     import tempfile
     import urllib.request
 

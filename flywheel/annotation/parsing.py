@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from flywheel.detect.yolo import BackendUnavailable
+from flywheel.backends import BackendUnavailable
 
 # ATR class ids used by the fallback
 HAIR, UPPER, PANTS, LEFT_SHOE, RIGHT_SHOE, FACE, LEFT_LEG, RIGHT_LEG, LEFT_ARM, RIGHT_ARM = 2, 4, 6, 9, 10, 11, 12, 13, 14, 15

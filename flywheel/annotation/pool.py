@@ -19,7 +19,7 @@ import numpy as np
 from flywheel.annotation.crops import Views
 from flywheel.annotation.iterations import Pool
 from flywheel.annotation.parsing import SegformerParser, decode_parsing, geometric_parsing
-from flywheel.detect.yolo import BackendUnavailable
+from flywheel.backends import BackendUnavailable
 from flywheel.filters.decode import decode_image
 from flywheel.protocol import Protocol
 from flywheel.store import ContentStore

@@ -10,11 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flywheel.backends import BackendUnavailable
 from flywheel.detect.boxes import Box
-
-
-class BackendUnavailable(RuntimeError):
-    """An optional model backend cannot run here (no package or no local weights)."""
 
 
 class YoloPersonDetector:

@@ -26,7 +26,7 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
-from flywheel.detect.yolo import BackendUnavailable
+from flywheel.backends import BackendUnavailable
 from flywheel.filters.decode import decode_image
 from flywheel.filters.duplicates import NearDuplicateIndex, phash
 from flywheel.manifests import FILTERED_POOL, to_json

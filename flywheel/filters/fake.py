@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flywheel.detect.yolo import BackendUnavailable
+from flywheel.backends import BackendUnavailable
 
 REAL = ["a photo of a real person"]
 FAKE = ["a cartoon character", "a mannequin", "a computer-generated image of a person", "a drawing of a person"]

@@ -18,7 +18,8 @@ import numpy as np
 from flywheel.detect.boxes import Box, area, suppress
 from flywheel.detect.haar import HaarDetector
 from flywheel.detect.hog import HogPersonDetector
-from flywheel.detect.yolo import BackendUnavailable, YoloPersonDetector
+from flywheel.backends import BackendUnavailable
+from flywheel.detect.yolo import YoloPersonDetector
 
 log = logging.getLogger(__name__)
 FACE_PER_BODY_BOX = 0.1

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flywheel.detect.yolo import BackendUnavailable
+from flywheel.backends import BackendUnavailable
 
 WEIGHT_FREE = {"piqe"}
 
