@@ -79,5 +79,5 @@ def annotated_pool(context: dg.AssetExecutionContext, flywheel: FlywheelResource
 def annotations_suite(flywheel: FlywheelResource) -> dg.AssetCheckResult:
     table = read_annotations(flywheel.settings)
     protocol = load_protocol(flywheel.settings.protocol_path)
-    summary = None if table is None else validate_annotations(table, protocol, flywheel.settings.caption_budget)
+    summary = None if table is None else validate_annotations(table, protocol, flywheel.settings.caption_budget, flywheel.settings.data_docs_dir)
     return suite_result(summary, "no annotations manifest")

@@ -13,4 +13,5 @@ def suite_result(summary: ValidationSummary | None, missing: str) -> dg.AssetChe
         "expectations": dg.MetadataValue.int(summary.evaluated),
         "failed": dg.MetadataValue.int(len(summary.failed)),
         "summary": dg.MetadataValue.md(summary.as_markdown()),
+        **({"data_docs": dg.MetadataValue.path(str(summary.docs))} if summary.docs else {}),
     })

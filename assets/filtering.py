@@ -58,5 +58,5 @@ def filtered_pool(context: dg.AssetExecutionContext, flywheel: FlywheelResource)
                 "person and a large enough face per kept image, no duplicate content among kept images.")
 def filtered_pool_suite(flywheel: FlywheelResource) -> dg.AssetCheckResult:
     table = read_filtered_pool(flywheel.settings)
-    summary = None if table is None else validate_filtered_pool(table, flywheel.settings.filter)
+    summary = None if table is None else validate_filtered_pool(table, flywheel.settings.filter, flywheel.settings.data_docs_dir)
     return suite_result(summary, "no filtered pool manifest")

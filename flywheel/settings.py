@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     def manifests_dir(self) -> Path:
         return self.workspace / "manifests"
 
+    @property
+    def data_docs_dir(self) -> Path:
+        """Great Expectations' file context: every validation result and the HTML data docs."""
+        return self.workspace / "data_docs"
+
     def dvc_command(self) -> str:
         exe = Path(self.dvc_executable)
         if not exe.is_absolute() and (PROJECT_ROOT / exe).exists():

@@ -208,6 +208,8 @@ def annotate_pool(settings: Settings) -> StageResult:
     write the annotations manifest. Refuses while the iterations have not stopped."""
     import time
 
+    import numpy as np
+
     from flywheel.annotation.captions import caption_groups, join_caption
     from flywheel.manifests import ANNOTATIONS
 
@@ -217,9 +219,14 @@ def annotate_pool(settings: Settings) -> StageResult:
     if not done or not done[-1].stop_reason:
         raise RuntimeError(f"annotation iterations have not stopped yet ({len(done)} done): run the next iteration first")
     protocol = flywheel.protocol
+    from flywheel.annotation.parsing import decode_parsing
+
+    store = ContentStore(settings.store_url)
     rows = []
     for img, labelled in zip(images, flywheel.label_pool()):
-        groups = caption_groups(protocol, labelled["answers"], seed=int(img.sha256[:8], 16), budget=settings.caption_budget)
+        present = {int(c) for c in np.unique(decode_parsing(store.get(img.parsing_sha256)))}
+        groups = caption_groups(protocol, labelled["answers"], seed=int(img.sha256[:8], 16), budget=settings.caption_budget,
+                                present_classes=present)
         rows.append({
             "record_id": img.record_id, "sha256": img.sha256, "parsing_sha256": img.parsing_sha256,
             "parsing_source": img.parsing_source,

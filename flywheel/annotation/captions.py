@@ -12,7 +12,7 @@ the token budget (77 for CLIP); the body group is never dropped.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,12 +40,18 @@ class CaptionGroup:
 
 
 def caption_groups(protocol: Protocol, answers: Mapping[str, str | None], seed: int = 0, budget: int = 77,
-                   count_tokens: Callable[[str], int] = approx_clip_tokens) -> list[CaptionGroup]:
+                   count_tokens: Callable[[str], int] = approx_clip_tokens,
+                   present_classes: Collection[int] | None = None) -> list[CaptionGroup]:
+    """``present_classes``: the classes in the image's parsing map; a part whose classes are
+    all absent gets no group (the caption must not name a garment the map has no mask for)."""
     groups: dict[str, list[str]] = {}
     for name, cat in protocol.categories.items():
         if answers.get(name) is None:
             continue
         phrase = protocol.phrase_for(name, answers).strip()
+        part_classes = protocol.parts[cat.part].class_ids
+        if present_classes is not None and part_classes and not set(part_classes) & set(present_classes):
+            continue
         if phrase:
             groups.setdefault(cat.part, []).append(phrase)
     body = [p for p, part in protocol.parts.items() if set(part.class_ids) == set(protocol.human_class_ids)]

@@ -3,6 +3,8 @@ hierarchy consistent, captions within budget and their groups tied to known clas
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 
 from flywheel.annotation.captions import approx_clip_tokens
@@ -10,7 +12,7 @@ from flywheel.protocol import Protocol
 from flywheel.validation.suites import ValidationSummary, run_suite
 
 
-def validate_annotations(table: pa.Table, protocol: Protocol, budget: int = 77) -> ValidationSummary:
+def validate_annotations(table: pa.Table, protocol: Protocol, budget: int = 77, docs_dir: Path | None = None) -> ValidationSummary:
     df = table.to_pandas()
     answers = [dict(a) if a is not None else {} for a in table.column("answers").to_pylist()]
     df["protocol_problems"] = [len(protocol.check_answers({k: v for k, v in a.items()})) for a in answers]
@@ -30,4 +32,4 @@ def validate_annotations(table: pa.Table, protocol: Protocol, budget: int = 77) 
                 E.ExpectColumnValuesToBeBetween(column="n_groups", min_value=1),
                 E.ExpectColumnValuesToBeBetween(column="bad_group_classes", max_value=0)]
 
-    return run_suite("annotations", df, build)
+    return run_suite("annotations", df, build, docs_dir=docs_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 
 from flywheel.filters.chain import FilterSettings
@@ -11,7 +13,7 @@ from flywheel.validation.suites import ValidationSummary, run_suite
 KEEP = 'verdict=="keep"'
 
 
-def validate_filtered_pool(table: pa.Table, settings: FilterSettings) -> ValidationSummary:
+def validate_filtered_pool(table: pa.Table, settings: FilterSettings, docs_dir: Path | None = None) -> ValidationSummary:
     df = table.to_pandas()
     df["n_reasons"] = df["reasons"].map(lambda r: 0 if r is None else len(r))
 
@@ -32,4 +34,4 @@ def validate_filtered_pool(table: pa.Table, settings: FilterSettings) -> Validat
             out.append(E.ExpectColumnValuesToBeBetween(column="quality", min_value=0, max_value=settings.quality_threshold, **kept))
         return out
 
-    return run_suite("filtered_pool", df, build)
+    return run_suite("filtered_pool", df, build, docs_dir=docs_dir)

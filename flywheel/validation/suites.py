@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -21,6 +22,7 @@ class ValidationSummary:
     success: bool
     evaluated: int
     failed: list[dict] = field(default_factory=list)  # expectation, column, details
+    docs: Path | None = None  # the data docs site, when built
 
     def as_markdown(self) -> str:
         if self.success:
@@ -31,21 +33,29 @@ class ValidationSummary:
         return "\n".join(lines)
 
 
-def run_suite(name: str, df: pd.DataFrame, build: Callable[[object], list]) -> ValidationSummary:
-    """``build(gx.expectations)`` returns the expectations; they run on ``df``."""
-    import great_expectations as gx
+def run_suite(name: str, df: pd.DataFrame, build: Callable[[object], list], docs_dir: Path | None = None) -> ValidationSummary:
+    """``build(gx.expectations)`` returns the expectations; they run on ``df``.
 
+    Without ``docs_dir`` the suite runs in an ephemeral context. With it, a file context in
+    ``docs_dir`` keeps every validation result and a checkpoint rebuilds the HTML data docs
+    there (``<docs_dir>/gx/uncommitted/data_docs/local_site/index.html``)."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    context = gx.get_context(mode="ephemeral")
+    context = gx.get_context(mode="file", project_root_dir=str(docs_dir)) if docs_dir else gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    batch_def = (context.data_sources.add_pandas(f"{name}_source")
-                 .add_dataframe_asset(name).add_batch_definition_whole_dataframe("whole"))
-    suite = context.suites.add(gx.ExpectationSuite(name=name))
-    for expectation in build(gx.expectations):
-        suite.add_expectation(expectation)
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name=f"{name}_validation", data=batch_def, suite=suite))
-    result = definition.run(batch_parameters={"dataframe": df})
+    source = context.data_sources.add_or_update_pandas(f"{name}_source")
+    asset = next((a for a in source.assets if a.name == name), None) or source.add_dataframe_asset(name)
+    batch_def = next((b for b in asset.batch_definitions if b.name == "whole"), None) or asset.add_batch_definition_whole_dataframe("whole")
+    suite = context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=build(gx.expectations)))
+    definition = context.validation_definitions.add_or_update(gx.ValidationDefinition(name=f"{name}_validation", data=batch_def, suite=suite))
+    if docs_dir:
+        checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(name=f"{name}_checkpoint", validation_definitions=[definition],
+                                                                     actions=[UpdateDataDocsAction(name="update_data_docs")]))
+        result = next(iter(checkpoint.run(batch_parameters={"dataframe": df}).run_results.values()))
+    else:
+        result = definition.run(batch_parameters={"dataframe": df})
     failed = []
     for r in result.results:
         if not r.success:
@@ -55,4 +65,5 @@ def run_suite(name: str, df: pd.DataFrame, build: Callable[[object], list]) -> V
             if res.get("partial_unexpected_list"):
                 observed = f"{res.get('unexpected_count')} unexpected, e.g. {res['partial_unexpected_list'][:3]}"
             failed.append({"expectation": cfg.type, "column": cfg.kwargs.get("column"), "observed": observed})
-    return ValidationSummary(name, bool(result.success), len(result.results), failed)
+    docs = docs_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html" if docs_dir else None
+    return ValidationSummary(name, bool(result.success), len(result.results), failed, docs)
