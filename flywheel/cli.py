@@ -20,7 +20,9 @@ app = typer.Typer(help="CosmicMan flywheel: sourcing, filtering, annotation and 
 protocol_app = typer.Typer(help="The label protocol.", no_args_is_help=True)
 source_app = typer.Typer(help="Ingest candidate images from a source.", no_args_is_help=True)
 app.add_typer(protocol_app, name="protocol")
+snapshot_app = typer.Typer(help="CosmicMan-HQ versions in the DVC data registry.", no_args_is_help=True)
 app.add_typer(source_app, name="source")
+app.add_typer(snapshot_app, name="snapshot")
 console = Console()
 
 ProfileOpt = typer.Option(None, "--profile", "-p", help="settings profile (configs/<profile>.yaml); default $COSMICMAN_PROFILE or demo")
@@ -116,6 +118,59 @@ def filter_cmd(
     console.print(f"{result.table.num_rows} records ({run.analysed} analysed, {run.reused} reused) -> {result.manifest}")
     console.print("verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(verdicts.items())))
     console.print("reasons: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
+
+
+@snapshot_app.command("publish")
+def snapshot_publish(profile: Optional[str] = ProfileOpt) -> None:
+    """Publish the annotated pool as the next version (blocked when a suite fails)."""
+    from flywheel.snapshot.publish import PublishBlocked
+    from flywheel.stages import GateFailed, publish_snapshot
+
+    try:
+        result = publish_snapshot(_settings(profile))
+    except (GateFailed, PublishBlocked) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    pub = result.publication
+    state = f"published {pub.tag}" if pub.new else f"unchanged: {pub.tag} is current"
+    console.print(f"{state}; data hash {pub.data_hash}; {pub.uploaded} files uploaded; "
+                  f"{result.stats['images']} images ({result.stats['split_counts']}); card {result.card}")
+
+
+@snapshot_app.command("list")
+def snapshot_list(profile: Optional[str] = ProfileOpt) -> None:
+    """Published versions with their data hashes."""
+    from flywheel.stages import snapshot_registry
+
+    registry = snapshot_registry(_settings(profile))
+    table = Table("version", "tag", "data hash")
+    for v in registry.versions():
+        table.add_row(str(v), registry.tag(v), registry.data_hash(registry.tag(v)))
+    console.print(table)
+
+
+@snapshot_app.command("get")
+def snapshot_get(
+    version: int = typer.Argument(..., help="version number (tag <name>-v<version>)"),
+    out: Optional[Path] = typer.Option(None, help="a fresh folder; default the profile's snapshot cache"),
+    profile: Optional[str] = ProfileOpt,
+) -> None:
+    """Fetch one version with `dvc get` (what training and `dvc repro` read)."""
+    from flywheel.snapshot.loader import fetch_snapshot, open_snapshot
+    from flywheel.snapshot.registry import RegistryError, get_version
+    from flywheel.stages import snapshot_registry
+
+    settings = _settings(profile)
+    registry = snapshot_registry(settings)
+    try:
+        if out is None:
+            snap = fetch_snapshot(str(registry.path), version, settings.snapshot.cache_dir, settings.dvc_command(), registry.dataset)
+        else:
+            snap = open_snapshot(get_version(str(registry.path), registry.tag(version), out, settings.dvc_command(), registry.dataset))
+    except RegistryError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{snap.tag}: {snap.stats['images']} images at {snap.folder} (data hash {snap.data_hash})")
 
 
 @app.command("settings")

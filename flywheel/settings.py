@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from flywheel.annotation.iterations import AnnotationSettings
 from flywheel.filters.chain import FilterSettings
+from flywheel.snapshot.publish import SnapshotSettings
 from flywheel.sources.folder import FolderSourceSettings
 from flywheel.sources.url_parquet import UrlParquetSourceSettings
 from flywheel.sources.web_api import WebApiSourceSettings
@@ -61,6 +62,7 @@ class Settings(BaseSettings):
     segformer_dir: Path | None = Field(None, description="local SegFormer checkpoint for parsing; fallback when unset")
     caption_budget: int = Field(77, ge=8, description="tokens (CLIP's context length)")
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    snapshot: SnapshotSettings = Field(default_factory=SnapshotSettings)
     dvc_executable: str = Field(".tools/dvc/bin/dvc", description="DVC command-line tool (isolated environment)")
     preview_size: int = Field(24, ge=0, description="samples in asset preview grids")
 
@@ -78,8 +80,19 @@ class Settings(BaseSettings):
             self.tracking.tracking_uri = f"sqlite:///{self.workspace / 'mlflow.db'}"
         if self.tracking.artifact_root is None:
             self.tracking.artifact_root = (self.workspace / "mlartifacts").as_uri()
+        snap = self.snapshot
+        snap.registry_path = self._resolve(snap.registry_path or self.workspace / "dvc-registry")
+        snap.cache_dir = self._resolve(snap.cache_dir or self.workspace / "snapshots")
+        if snap.remote_url is None:
+            snap.remote_url = str(self.workspace / "dvc-remote")
+        elif "://" not in snap.remote_url:
+            snap.remote_url = str(self._resolve(Path(snap.remote_url)))
         if self.protocol_path is not None and not self.protocol_path.is_absolute():
             self.protocol_path = (PROJECT_ROOT / self.protocol_path).resolve()
+
+    @staticmethod
+    def _resolve(path: Path) -> Path:
+        return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
 
     # ---- sources -------------------------------------------------------------------------
     def all_sources(self) -> list:

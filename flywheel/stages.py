@@ -248,3 +248,63 @@ def read_annotations(settings: Settings) -> pa.Table | None:
         return read_manifest(annotations_path(settings), ANNOTATIONS)
     except ManifestError:
         return None
+
+
+# ---- snapshot ------------------------------------------------------------------------------
+
+
+def snapshot_registry(settings: Settings):
+    from flywheel.snapshot.registry import DataRegistry
+
+    snap = settings.snapshot
+    return DataRegistry(snap.registry_path, snap.remote_url, settings.dvc_command(), snap.name, snap.remote_endpoint_url)
+
+
+def snapshot_rows(settings: Settings) -> list[dict]:
+    """One row per annotated image, joined with its filter scores and its raw record."""
+    annotations = read_annotations(settings)
+    if annotations is None:
+        raise ManifestError(f"{annotations_path(settings)}: no annotations yet (annotate the pool first)")
+    pool = {r["record_id"]: r for r in read_filtered_pool(settings).to_pylist()}
+    raw = {r["record_id"]: r for r in all_raw_records(settings).to_pylist()}
+    rows = []
+    for a in annotations.to_pylist():
+        f, r = pool[a["record_id"]], raw[a["record_id"]]
+        answers = dict(a["answers"] or {})
+        rows.append({
+            "record_id": a["record_id"], "sha256": a["sha256"], "parsing_sha256": a["parsing_sha256"],
+            "media_type": r["media_type"], "height": f["height"], "width": f["width"],
+            "person_type": answers.get("person_type"), "caption_groups": a["caption_groups"], "caption": a["caption"],
+            "answers": answers, "keypoints": r["sidecar_keypoints"], "person_box": f["person_box"], "face_box": f["face_box"],
+            "quality": f["quality"], "face_quality": f["face_quality"], "source": r["source"], "licence": r["licence"],
+            "attribution": r["attribution"],
+        })
+    return rows
+
+
+class GateFailed(RuntimeError):
+    """An upstream suite failed, so the snapshot may not be published."""
+
+
+def publish_snapshot(settings: Settings):
+    """Publish the annotated pool as the next CosmicMan-HQ version, after its upstream suites
+    pass (the snapshot suite runs inside publishing)."""
+    import subprocess
+
+    from flywheel.snapshot.publish import publish_snapshot as publish
+    from flywheel.validation.annotations import validate_annotations
+    from flywheel.validation.filtered_pool import validate_filtered_pool
+
+    protocol = load_protocol(settings.protocol_path)
+    docs = settings.data_docs_dir
+    for summary in (validate_filtered_pool(read_filtered_pool(settings), settings.filter, docs),
+                    validate_annotations(read_annotations(settings), protocol, settings.caption_budget, docs)):
+        if not summary.success:
+            raise GateFailed(f"{summary.suite} suite failed; not publishing:\n{summary.as_markdown()}")
+    rows = snapshot_rows(settings)
+    versions = {r["annotator_version"] for r in read_annotations(settings).select(["annotator_version"]).to_pylist()}
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    provenance = {"profile": settings.profile, "annotator": ",".join(sorted(v for v in versions if v)),
+                  "project_commit": commit.stdout.strip() or "unknown"}
+    store = ContentStore(settings.store_url)
+    return publish(rows, store.get, snapshot_registry(settings), protocol, settings.snapshot, provenance, docs)

@@ -2,14 +2,14 @@
 
 import dagster as dg
 
-from assets import annotation, filtering, sourcing
+from assets import annotation, filtering, snapshot, sourcing
 from orchestration.resources import FlywheelResource
 from orchestration.schedules import raw_refresh_job, weekly_source_refresh
 from orchestration.sensors import annotation_job, next_annotation_iteration, pool_below_lower_bound
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([sourcing, filtering, annotation]),
-    asset_checks=dg.load_asset_checks_from_modules([filtering, annotation]),
+    assets=dg.load_assets_from_modules([sourcing, filtering, annotation, snapshot]),
+    asset_checks=dg.load_asset_checks_from_modules([filtering, annotation, snapshot]),
     jobs=[raw_refresh_job, annotation_job],
     schedules=[weekly_source_refresh],
     sensors=[pool_below_lower_bound, next_annotation_iteration, dg.AutomationConditionSensorDefinition("flywheel_automation", target="*")],

@@ -1,8 +1,6 @@
 """Dagster resources: thin, configurable handles onto the library's settings and store."""
 
 
-import os
-
 import dagster as dg
 from pydantic import PrivateAttr
 
@@ -14,7 +12,8 @@ from flywheel.store import ContentStore
 class FlywheelResource(dg.ConfigurableResource):
     """Settings profile, content store and label protocol of one deployment."""
 
-    profile: str = os.environ.get("COSMICMAN_PROFILE", "demo")
+    # None: $COSMICMAN_PROFILE or demo, read when the settings are first used (not at import)
+    profile: str | None = None
     _settings: Settings | None = PrivateAttr(default=None)
 
     @property

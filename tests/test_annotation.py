@@ -173,3 +173,20 @@ def test_annotation_stages_track_in_mlflow_and_write_the_manifest(workspace, tmp
     assert validate_annotations(table, protocol).success
     row = table.to_pylist()[0]
     assert row["parsing_source"] == "source" and row["caption_groups"][0]["part"] == "body"
+
+    # the annotated pool publishes as CosmicMan-HQ v1 through the Dagster asset, with its check
+    import dagster as dg
+
+    from assets.snapshot import cosmicman_hq_snapshot, cosmicman_hq_snapshot_suite
+    from orchestration.resources import FlywheelResource
+
+    result = dg.materialize([cosmicman_hq_snapshot, cosmicman_hq_snapshot_suite], resources={"flywheel": FlywheelResource()})
+    assert result.success
+    meta = result.asset_materializations_for_node("cosmicman_hq_snapshot")[0].metadata
+    assert meta["tag"].value == "cosmicman-hq-v1" and meta["new_version"].value
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    snap = stages.snapshot_registry(settings)
+    assert snap.versions() == [1] and meta["data_hash"].value == snap.data_hash("cosmicman-hq-v1")
+    assert (settings.data_docs_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
+    again = stages.publish_snapshot(settings)
+    assert not again.publication.new and again.stats["images"] == table.num_rows

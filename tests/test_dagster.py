@@ -31,7 +31,7 @@ def test_definitions_assemble():
     assert defs.resolve_schedule_def("weekly_source_refresh").cron_schedule == "0 3 * * 1"
     assert defs.resolve_sensor_def("pool_below_lower_bound") is not None
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
-    assert {"filtered_pool_suite", "annotations_suite"} <= checks
+    assert {"filtered_pool_suite", "annotations_suite", "cosmicman_hq_snapshot_suite"} <= checks
     graph = defs.resolve_asset_graph()
     assert dg.AssetSelection.from_string("group:annotation").resolve(graph) == {
         dg.AssetKey("annotation_iteration"), dg.AssetKey("annotated_pool")}

@@ -82,9 +82,10 @@ def open_snapshot(folder: str | Path, tag: str | None = None) -> Snapshot:
     if not stats_path.exists():
         raise SnapshotNotFound(f"{folder}: not a snapshot folder (no stats.json)")
     stats = json.loads(stats_path.read_text())
-    dvc_file = Path(f"{folder}.dvc")
-    data_hash = str(yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]) if dvc_file.exists() else None
-    return Snapshot(folder, int(stats["version"]), tag or stats.get("provenance", {}).get("tag"), data_hash, stats)
+    origin_path = Path(f"{folder}.version.yaml")  # written by get_version
+    origin = yaml.safe_load(origin_path.read_text()) if origin_path.exists() else {}
+    return Snapshot(folder, int(stats["version"]), tag or origin.get("tag") or stats.get("provenance", {}).get("tag"),
+                    origin.get("data_hash"), stats)
 
 
 def fetch_snapshot(registry_url: str, version: int, cache: Path, dvc: str = "dvc", dataset: str = "cosmicman-hq") -> Snapshot:
@@ -94,9 +95,9 @@ def fetch_snapshot(registry_url: str, version: int, cache: Path, dvc: str = "dvc
     if not (out / "stats.json").exists():
         tmp = Path(cache) / f".{tag}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
-        Path(f"{tmp}.dvc").unlink(missing_ok=True)
+        Path(f"{tmp}.version.yaml").unlink(missing_ok=True)
         get_version(registry_url, tag, tmp, dvc, dataset)
         shutil.rmtree(out, ignore_errors=True)
-        Path(f"{tmp}.dvc").replace(f"{out}.dvc")
+        Path(f"{tmp}.version.yaml").replace(f"{out}.version.yaml")
         tmp.rename(out)
     return open_snapshot(out, tag)

@@ -174,7 +174,7 @@ class DataRegistry:
 def get_version(registry_url: str, tag: str, out: Path, dvc: str = "dvc", dataset: str = "cosmicman-hq") -> Path:
     """Fetch ``dataset`` at ``tag`` from any registry URL (local path or git URL) into ``out``."""
     out = Path(out)
-    if out.exists() or Path(f"{out}.dvc").exists():
+    if out.exists() or Path(f"{out}.version.yaml").exists():
         raise RegistryError(f"{out}: already exists; dvc get needs a fresh destination")
     out.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_TERMINAL_PROMPT": "0"}
@@ -184,10 +184,12 @@ def get_version(registry_url: str, tag: str, out: Path, dvc: str = "dvc", datase
         if proc.returncode != 0:
             raise RegistryError(f"{' '.join(cmd)} failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
 
-    # the .dvc file (it holds the data hash) lands beside the data, as DVC itself keeps it;
-    # dvc get refuses .dvc files, so it comes from a shallow clone of the tag
+    # where it came from, with the .dvc file's data hash, lands beside the data in
+    # <out>.version.yaml; dvc get refuses .dvc files, so that one comes from a shallow clone
     with tempfile.TemporaryDirectory() as tmp:
         run("git", "clone", "-q", "--depth", "1", "--branch", tag, registry_url, tmp)
-        shutil.copyfile(Path(tmp) / f"{dataset}.dvc", f"{out}.dvc")
+        dvc_file = yaml.safe_load((Path(tmp) / f"{dataset}.dvc").read_text())
     run(dvc, "get", registry_url, dataset, "--rev", tag, "-o", str(out))
+    Path(f"{out}.version.yaml").write_text(yaml.safe_dump({"registry": registry_url, "tag": tag,
+                                                           "data_hash": str(dvc_file["outs"][0]["md5"])}))
     return out
