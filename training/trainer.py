@@ -1,0 +1,248 @@
+"""The Daring trainer (CosmicMan Sec. 4) on accelerate: L = α·L_noise + β·L_HOLA.
+
+β = 0 is the plain denoising fine-tune (no capturing processor is installed at all). Full
+UNet fine-tuning (paper: AdamW, lr 1e-5, weight decay 1e-2) or LoRA adapters (peft) on the
+attention projections; mixed precision, gradient accumulation, gradient checkpointing, EMA,
+gradient clipping, SNR-γ weighting and noise offset; a checkpoint every N steps (oldest
+pruned beyond a limit) and resume from the latest; validation samples. The same code runs
+under ``accelerate launch`` on several GPUs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel as Model
+from pydantic import Field
+
+from training.attention import AttentionStore, install_capture
+from training.base_model import BaseModel, load_base
+from training.data import DaringDataset, DiscretizeSettings, collate
+from training.hola import hola_loss
+from training.sampling import encode_text
+
+log = logging.getLogger(__name__)
+
+
+class TrainSettings(Model):
+    act_fn: str | None = Field(None, description="UNet activation (CosmicMan Prime); None keeps the base model's")
+    alpha: float = Field(1.0, ge=0, description="weight of L_noise")
+    beta: float = Field(0.1, ge=0, description="weight of L_HOLA; 0 = plain fine-tune")
+    lr: float = Field(1e-5, gt=0, description="paper: 1e-5 (full fine-tune of SD)")
+    weight_decay: float = 1e-2
+    lr_warmup_steps: int = 0
+    batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_steps: int = Field(1000, ge=1)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    use_ema: bool = False
+    ema_decay: float = 0.9999
+    max_grad_norm: float = 1.0
+    snr_gamma: float | None = Field(None, description="Min-SNR-γ loss weighting (5.0 is the usual choice)")
+    noise_offset: float = 0.0
+    lora_rank: int = Field(0, ge=0, description="0 = full UNet fine-tune; >0 = LoRA on to_q/to_k/to_v/to_out")
+    attention_levels: list[int] | None = Field(None, description="captured resolution levels; default the mid ones")
+    attention_layers: list[str] | None = Field(None, description="glob patterns of processor names (override levels)")
+    checkpoint_every: int = Field(500, ge=1)
+    checkpoints_total_limit: int = Field(2, ge=1)
+    resume: bool = True
+    log_every: int = Field(10, ge=1)
+    attention_log_every: int = Field(200, ge=1)
+    validation_prompts: list[str] = Field(default_factory=lambda: [
+        "a woman, red t-shirt, blue pants", "a man, green t-shirt, black pants"])
+    validation_steps: int = 25
+    seed: int = 0
+    discretize: dict = Field(default_factory=dict, description="DiscretizeSettings fields")
+
+    def discretize_settings(self, height: int, width: int, vae_scale: int) -> DiscretizeSettings:
+        return DiscretizeSettings(**{"height": height, "width": width, "mask_height": height // vae_scale,
+                                     "mask_width": width // vae_scale, **self.discretize})
+
+
+@dataclass
+class StepLosses:
+    noise: float
+    hola: float
+    lr: float
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    unet_dir: Path
+    steps: int
+    losses: StepLosses | None
+    history: list[tuple[int, StepLosses]] = field(default_factory=list)
+    resumed_from: int = 0
+    captured_layers: list[str] = field(default_factory=list)
+
+
+def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    found = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := re.match(r"checkpoint-(\d+)$", p.name))]
+    return sorted(found)
+
+
+def _snr(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
+    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+    return alphas / (1 - alphas)
+
+
+def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, output_dir: Path,
+          on_log: Callable[[int, StepLosses], None] | None = None,
+          on_attention: Callable[[int, BaseModel, torch.nn.Module, dict, AttentionStore], None] | None = None) -> TrainResult:
+    """Train from ``base_path`` on ``dataset_samples`` (snapshot samples); returns where the UNet went."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+
+    s = settings
+    output_dir = Path(output_dir)
+    accelerator = Accelerator(mixed_precision=s.mixed_precision, gradient_accumulation_steps=s.gradient_accumulation_steps,
+                              project_config=ProjectConfiguration(project_dir=str(output_dir)))
+    set_seed(s.seed)
+    base = load_base(base_path, s.act_fn)
+    unet = base.unet
+    for module in (base.text_encoder, base.vae, base.text_encoder_2):
+        if module is not None:
+            module.requires_grad_(False)
+            module.to(accelerator.device)
+    if s.lora_rank:
+        from peft import LoraConfig
+
+        unet.requires_grad_(False)
+        unet.add_adapter(LoraConfig(r=s.lora_rank, lora_alpha=s.lora_rank, init_lora_weights="gaussian",
+                                    target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    if s.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    store = AttentionStore()
+    captured = install_capture(unet, store, s.attention_levels, s.attention_layers) if s.beta > 0 else []
+    ema = EMAModel([p for p in unet.parameters() if p.requires_grad], decay=s.ema_decay) if s.use_ema else None
+
+    sample_size = unet.config.sample_size
+    lh, lw = sample_size if isinstance(sample_size, (list, tuple)) else (sample_size, sample_size)
+    height, width = lh * base.vae_scale, lw * base.vae_scale
+    dataset = DaringDataset(dataset_samples, protocol, base.tokenizer, s.discretize_settings(height, width, base.vae_scale))
+    if len(dataset) == 0:
+        raise ValueError("training: the snapshot split has no samples")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=s.batch_size, shuffle=True, collate_fn=collate, drop_last=len(dataset) >= s.batch_size,
+                                         generator=torch.Generator().manual_seed(s.seed))
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=s.lr_warmup_steps * accelerator.num_processes)
+    unet, optimizer, loader, lr_scheduler = accelerator.prepare(unet, optimizer, loader, lr_scheduler)
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+
+    step = 0
+    existing = _checkpoints(output_dir)
+    if s.resume and existing:
+        step, path = existing[-1]
+        accelerator.load_state(str(path))
+        log.info("resumed from %s", path)
+    resumed_from = step
+    scheduler = base.scheduler
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(s.mixed_precision, torch.float32)
+    history: list[tuple[int, StepLosses]] = []
+    last: StepLosses | None = None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=s.max_steps, initial=step, desc="training", disable=not accelerator.is_local_main_process)
+    unet.train()
+    while step < s.max_steps:
+        for batch in loader:
+            with accelerator.accumulate(unet):
+                x = batch["pixel_values"].to(accelerator.device, weight_dtype)
+                if base.vae is not None:
+                    with torch.no_grad():
+                        x = base.vae.encode(x.to(base.vae.dtype)).latent_dist.sample() * base.vae.config.scaling_factor
+                noise = torch.randn_like(x)
+                if s.noise_offset:
+                    noise = noise + s.noise_offset * torch.randn(x.shape[0], x.shape[1], 1, 1, device=x.device, dtype=x.dtype)
+                t = torch.randint(0, scheduler.config.num_train_timesteps, (x.shape[0],), device=x.device).long()
+                noisy = scheduler.add_noise(x, noise, t)
+                with torch.no_grad():
+                    context, added = encode_text(base, batch["input_ids"])
+                store.clear()
+                store.latent_size = tuple(x.shape[-2:])
+                store.recording = s.beta > 0
+                pred = unet(noisy, t, encoder_hidden_states=context.to(weight_dtype),
+                            **({"added_cond_kwargs": added} if added else {})).sample
+                store.recording = False  # a checkpointing recompute during backward must not store again
+                target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(x, noise, t)
+                if s.snr_gamma:
+                    snr = _snr(scheduler, t)
+                    weights = torch.minimum(snr, torch.full_like(snr, s.snr_gamma)) / snr
+                    if scheduler.config.prediction_type == "v_prediction":
+                        weights = weights * snr / (snr + 1)
+                    loss_noise = (F.mse_loss(pred.float(), target.float(), reduction="none").mean((1, 2, 3)) * weights).mean()
+                else:
+                    loss_noise = F.mse_loss(pred.float(), target.float())
+                loss_hola = hola_loss(store.by_resolution(), batch["masks"].to(x.device).float(),
+                                      batch["token_group"].to(x.device), batch["group_valid"].to(x.device)) \
+                    if s.beta > 0 else loss_noise.new_zeros(())
+                loss = s.alpha * loss_noise + s.beta * loss_hola
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, s.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                store.clear()
+            if not accelerator.sync_gradients:
+                continue
+            if ema is not None:
+                ema.step([p for p in accelerator.unwrap_model(unet).parameters() if p.requires_grad])
+            step += 1
+            last = StepLosses(float(loss_noise.detach()), float(loss_hola.detach()), lr_scheduler.get_last_lr()[0])
+            if not math.isfinite(last.noise) or not math.isfinite(last.hola):
+                raise FloatingPointError(f"training diverged at step {step}: L_noise {last.noise}, L_HOLA {last.hola}")
+            bar.update(1)
+            bar.set_postfix(noise=f"{last.noise:.4f}", hola=f"{last.hola:.4f}")
+            if step % s.log_every == 0 or step == s.max_steps:
+                history.append((step, last))
+                if on_log and accelerator.is_main_process:
+                    on_log(step, last)
+            if on_attention and accelerator.is_main_process and (step % s.attention_log_every == 0 or step == s.max_steps):
+                on_attention(step, base, accelerator.unwrap_model(unet), dataset, store)
+            if step % s.checkpoint_every == 0 and accelerator.is_main_process:
+                for _, old in _checkpoints(output_dir)[: max(0, len(_checkpoints(output_dir)) - s.checkpoints_total_limit + 1)]:
+                    shutil.rmtree(old)
+                accelerator.save_state(str(output_dir / f"checkpoint-{step}"))
+            if step >= s.max_steps:
+                break
+    bar.close()
+    accelerator.wait_for_everyone()
+    final = accelerator.unwrap_model(unet)
+    if ema is not None:
+        ema.copy_to([p for p in final.parameters() if p.requires_grad])
+    if s.lora_rank:
+        final = final.merge_and_unload() if hasattr(final, "merge_and_unload") else _merge_lora(final)
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    final.set_attn_processor(AttnProcessor2_0())
+    unet_dir = output_dir / "final"
+    if accelerator.is_main_process:
+        base.save(unet_dir, unet=final)
+    return TrainResult(output_dir, unet_dir, step, last, history, resumed_from, captured)
+
+
+def _merge_lora(unet):
+    """Fold diffusers/peft LoRA adapters into the base weights (a plain UNet results)."""
+    unet.fuse_lora() if hasattr(unet, "fuse_lora") else None
+    try:
+        unet.unload_lora()
+    except Exception:  # noqa: BLE001 - older diffusers name
+        pass
+    return unet
