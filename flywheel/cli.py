@@ -123,12 +123,13 @@ def filter_cmd(
 @snapshot_app.command("publish")
 def snapshot_publish(profile: Optional[str] = ProfileOpt) -> None:
     """Publish the annotated pool as the next version (blocked when a suite fails)."""
+    from flywheel.manifests import ManifestError
     from flywheel.snapshot.publish import PublishBlocked
     from flywheel.stages import GateFailed, publish_snapshot
 
     try:
         result = publish_snapshot(_settings(profile))
-    except (GateFailed, PublishBlocked) as exc:
+    except (GateFailed, PublishBlocked, ManifestError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     pub = result.publication
@@ -171,6 +172,41 @@ def snapshot_get(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     console.print(f"{snap.tag}: {snap.stats['images']} images at {snap.folder} (data hash {snap.data_hash})")
+
+
+@app.command("train")
+def train_cmd(
+    name: str = typer.Option("daring", help="variant name: MLflow run name and output folder"),
+    beta: Optional[float] = typer.Option(None, help="HOLA weight (0 = plain fine-tune); default the profile's"),
+    act_fn: Optional[str] = typer.Option(None, help="UNet activation (silu, gelu, mish, ...); default the base model's"),
+    snapshot_version: Optional[int] = typer.Option(None, help="CosmicMan-HQ version; default the profile's, else the latest"),
+    metrics_out: Optional[Path] = typer.Option(None, help="also write the run's metrics here (JSON, for dvc metrics)"),
+    plots_out: Optional[Path] = typer.Option(None, help="also write the loss history here (CSV, for dvc plots)"),
+    profile: Optional[str] = ProfileOpt,
+) -> None:
+    """Train on a CosmicMan-HQ version; logs and registers in MLflow."""
+    from training.stages import train_variant
+
+    run = train_variant(_settings(profile), name, beta=beta, act_fn=act_fn, snapshot_version=snapshot_version)
+    if metrics_out:
+        metrics_out.parent.mkdir(parents=True, exist_ok=True)
+        metrics_out.write_text(json.dumps({"model_version": int(run.model_version), **run.metrics}, indent=1, sort_keys=True))
+    if plots_out:
+        plots_out.parent.mkdir(parents=True, exist_ok=True)
+        plots_out.write_text("step,loss_noise,loss_hola\n" + "".join(f"{k},{v.noise},{v.hola}\n" for k, v in run.history))
+    console.print(f"{name}: MLflow run {run.run_id}; {run.model_name} version {run.model_version}; "
+                  + ", ".join(f"{k} {v:.4g}" for k, v in run.metrics.items()))
+
+
+@app.command("sweep-activations")
+def sweep_cmd(profile: Optional[str] = ProfileOpt) -> None:
+    """CosmicMan Prime: one Daring run per configured activation, nested under one MLflow run."""
+    from training.stages import activation_sweep
+
+    settings = _settings(profile)
+    for act, run in zip(settings.training.activations, activation_sweep(settings)):
+        console.print(f"{act}: version {run.model_version}, attention IoU {run.metrics.get('attention_iou', float('nan')):.3f}, "
+                      f"final L_noise {run.metrics.get('final_loss_noise', float('nan')):.4f}")
 
 
 @app.command("settings")

@@ -27,6 +27,7 @@ from flywheel.sources.url_parquet import UrlParquetSourceSettings
 from flywheel.sources.web_api import WebApiSourceSettings
 from flywheel.synthetic.source import SyntheticConfig
 from flywheel.tracking import TrackingSettings
+from training.settings import TrainingProfile
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +64,7 @@ class Settings(BaseSettings):
     caption_budget: int = Field(77, ge=8, description="tokens (CLIP's context length)")
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     snapshot: SnapshotSettings = Field(default_factory=SnapshotSettings)
+    training: TrainingProfile = Field(default_factory=TrainingProfile)
     dvc_executable: str = Field(".tools/dvc/bin/dvc", description="DVC command-line tool (isolated environment)")
     preview_size: int = Field(24, ge=0, description="samples in asset preview grids")
 
@@ -87,6 +89,8 @@ class Settings(BaseSettings):
             snap.remote_url = str(self.workspace / "dvc-remote")
         elif "://" not in snap.remote_url:
             snap.remote_url = str(self._resolve(Path(snap.remote_url)))
+        if self.training.base_model_dir is not None:
+            self.training.base_model_dir = self._resolve(self.training.base_model_dir)
         if self.protocol_path is not None and not self.protocol_path.is_absolute():
             self.protocol_path = (PROJECT_ROOT / self.protocol_path).resolve()
 

@@ -297,12 +297,16 @@ def publish_snapshot(settings: Settings):
 
     protocol = load_protocol(settings.protocol_path)
     docs = settings.data_docs_dir
-    for summary in (validate_filtered_pool(read_filtered_pool(settings), settings.filter, docs),
-                    validate_annotations(read_annotations(settings), protocol, settings.caption_budget, docs)):
+    pool, annotations = read_filtered_pool(settings), read_annotations(settings)
+    if pool is None or annotations is None:
+        missing = filtered_pool_path(settings) if pool is None else annotations_path(settings)
+        raise ManifestError(f"{missing}: not written yet; filter and annotate the pool before publishing")
+    for summary in (validate_filtered_pool(pool, settings.filter, docs),
+                    validate_annotations(annotations, protocol, settings.caption_budget, docs)):
         if not summary.success:
             raise GateFailed(f"{summary.suite} suite failed; not publishing:\n{summary.as_markdown()}")
     rows = snapshot_rows(settings)
-    versions = {r["annotator_version"] for r in read_annotations(settings).select(["annotator_version"]).to_pylist()}
+    versions = {r["annotator_version"] for r in annotations.select(["annotator_version"]).to_pylist()}
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
     provenance = {"profile": settings.profile, "annotator": ",".join(sorted(v for v in versions if v)),
                   "project_commit": commit.stdout.strip() or "unknown"}

@@ -23,6 +23,7 @@ class TrackingSettings(BaseModel):
     tracking_uri: str | None = Field(None, description="default: sqlite:///<workspace>/mlflow.db")
     artifact_root: str | None = Field(None, description="where new experiments keep artifacts; default <workspace>/mlartifacts")
     experiment_prefix: str = "cosmicman"
+    ui_url: str = Field("http://127.0.0.1:5000", description="the MLflow UI, for links in asset metadata (`make mlflow-ui`)")
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -24,7 +24,7 @@ def run_requests(keys: list[str], reason: str) -> list[dg.RunRequest]:
 
 def main() -> int:
     """Refresh every source, filter, turn the annotation flywheel until it stops, annotate the
-    pool and publish the next CosmicMan-HQ version: in this process, against the instance in $DAGSTER_HOME."""
+    pool, publish the next CosmicMan-HQ version and train the plain fine-tune and Daring on it: in this process, against the instance in $DAGSTER_HOME."""
     from flywheel.stages import annotation_folder
     from orchestration.definitions import defs
 
@@ -60,7 +60,8 @@ def main() -> int:
             print(f"refresh: annotation iterations stopped: {meta['stop_reason'].value}")
             break
         k += 1
-    return 0 if materialize(["annotated_pool"]) and materialize(["cosmicman_hq_snapshot"]) else 1
+    ok = materialize(["annotated_pool"]) and materialize(["cosmicman_hq_snapshot"])
+    return 0 if ok and materialize(["plain_finetune_checkpoint"]) and materialize(["daring_checkpoint"]) else 1
 
 
 if __name__ == "__main__":

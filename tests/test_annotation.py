@@ -142,7 +142,7 @@ def test_fallback_parsing_finds_the_person_and_the_head(protocol):
 
 
 @pytest.mark.slow
-def test_annotation_stages_track_in_mlflow_and_write_the_manifest(workspace, tmp_path, monkeypatch, protocol):
+def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspace, tmp_path, monkeypatch, protocol):
     import mlflow
 
     from flywheel import stages
@@ -190,3 +190,24 @@ def test_annotation_stages_track_in_mlflow_and_write_the_manifest(workspace, tmp
     assert (settings.data_docs_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
     again = stages.publish_snapshot(settings)
     assert not again.publication.new and again.stats["images"] == table.num_rows
+
+    # training reads the published version and lands in MLflow as a registered model version
+    from training.stages import train_variant
+
+    trained = train_variant(settings, "daring", tags={"dagster.run_id": "test-run"})
+    client = mlflow.MlflowClient()
+    run = client.get_run(trained.run_id)
+    assert run.data.tags["snapshot.tag"] == "cosmicman-hq-v1" and run.data.tags["snapshot.data_hash"] == meta["data_hash"].value
+    assert run.data.params["train.beta"] == "1.0" and "train.lr" in run.data.params
+    history = client.get_metric_history(trained.run_id, "loss_hola")
+    assert [m.step for m in history] == [1, 2] and all(m.value > 0 for m in history)
+    assert 0.0 <= run.data.metrics["attention_iou"] <= 1.0
+    artifacts = {a.path for a in client.list_artifacts(trained.run_id)}
+    assert "validation_samples.png" in artifacts
+    version = client.get_model_version(trained.model_name, trained.model_version)
+    assert version.tags["snapshot.tag"] == "cosmicman-hq-v1" and version.tags["dagster.run_id"] == "test-run"
+    import pandas as pd
+
+    model = mlflow.pyfunc.load_model(f"models:/{trained.model_name}/{trained.model_version}")
+    pngs = model.predict(pd.DataFrame({"prompt": ["a woman, red t-shirt"], "seed": [0]}), params={"steps": 2})
+    assert len(pngs) == 1 and pngs[0][:4] == b"\x89PNG"

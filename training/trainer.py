@@ -17,56 +17,17 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel as Model
-from pydantic import Field
-
 from training.attention import AttentionStore, install_capture
 from training.base_model import BaseModel, load_base
 from training.data import DaringDataset, DiscretizeSettings, collate
 from training.hola import hola_loss
+from training.settings import TrainSettings
 from training.sampling import encode_text
 
 log = logging.getLogger(__name__)
-
-
-class TrainSettings(Model):
-    act_fn: str | None = Field(None, description="UNet activation (CosmicMan Prime); None keeps the base model's")
-    alpha: float = Field(1.0, ge=0, description="weight of L_noise")
-    beta: float = Field(0.1, ge=0, description="weight of L_HOLA; 0 = plain fine-tune")
-    lr: float = Field(1e-5, gt=0, description="paper: 1e-5 (full fine-tune of SD)")
-    weight_decay: float = 1e-2
-    lr_warmup_steps: int = 0
-    batch_size: int = Field(8, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    max_steps: int = Field(1000, ge=1)
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    gradient_checkpointing: bool = False
-    use_ema: bool = False
-    ema_decay: float = 0.9999
-    max_grad_norm: float = 1.0
-    snr_gamma: float | None = Field(None, description="Min-SNR-γ loss weighting (5.0 is the usual choice)")
-    noise_offset: float = 0.0
-    lora_rank: int = Field(0, ge=0, description="0 = full UNet fine-tune; >0 = LoRA on to_q/to_k/to_v/to_out")
-    attention_levels: list[int] | None = Field(None, description="captured resolution levels; default the mid ones")
-    attention_layers: list[str] | None = Field(None, description="glob patterns of processor names (override levels)")
-    checkpoint_every: int = Field(500, ge=1)
-    checkpoints_total_limit: int = Field(2, ge=1)
-    resume: bool = True
-    log_every: int = Field(10, ge=1)
-    attention_log_every: int = Field(200, ge=1)
-    validation_prompts: list[str] = Field(default_factory=lambda: [
-        "a woman, red t-shirt, blue pants", "a man, green t-shirt, black pants"])
-    validation_steps: int = 25
-    seed: int = 0
-    discretize: dict = Field(default_factory=dict, description="DiscretizeSettings fields")
-
-    def discretize_settings(self, height: int, width: int, vae_scale: int) -> DiscretizeSettings:
-        return DiscretizeSettings(**{"height": height, "width": width, "mask_height": height // vae_scale,
-                                     "mask_width": width // vae_scale, **self.discretize})
 
 
 @dataclass

@@ -1,0 +1,55 @@
+"""Training assets: each new CosmicMan-HQ version trains the plain fine-tune and Daring
+(declarative automation), one at a time on the accelerator; the activation sweep on demand."""
+
+import dagster as dg
+
+from assets.snapshot import cosmicman_hq_snapshot
+from flywheel.preview import decode_rgb, markdown_image
+from orchestration.resources import FlywheelResource
+from training.stages import activation_sweep, train_variant
+
+ACCELERATOR_POOL = "accelerator"  # a pool of one (infra/dagster): two trainings never share the device
+
+
+def _metadata(settings, run) -> dict:
+    ui = settings.tracking.ui_url.rstrip("/")
+    meta = {
+        "mlflow_run": dg.MetadataValue.url(f"{ui}/#/experiments/{run.experiment_id}/runs/{run.run_id}"),
+        "mlflow_run_id": dg.MetadataValue.text(run.run_id),
+        "model": dg.MetadataValue.text(f"{run.model_name} version {run.model_version}"),
+        "model_version": dg.MetadataValue.int(int(run.model_version)),
+        "snapshot_tag": dg.MetadataValue.text(run.snapshot_tag or "untagged"),
+        "samples": dg.MetadataValue.md(markdown_image(decode_rgb(run.grid_png, max_side=512), "validation samples")),
+    }
+    meta.update({k: dg.MetadataValue.float(float(v)) for k, v in run.metrics.items()})
+    return meta
+
+
+def _training_asset(name: str, beta: float | None, description: str):
+    @dg.asset(name=name, group_name="training", kinds={"pytorch", "mlflow"}, deps=[cosmicman_hq_snapshot],
+              pool=ACCELERATOR_POOL, automation_condition=dg.AutomationCondition.eager(), description=description)
+    def _asset(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
+        settings = flywheel.settings
+        run = train_variant(settings, name.removesuffix("_checkpoint").replace("_", "-"), beta=beta,
+                            tags={"dagster.run_id": context.run_id})
+        return dg.MaterializeResult(metadata=_metadata(settings, run))
+
+    return _asset
+
+
+plain_finetune_checkpoint = _training_asset(
+    "plain_finetune_checkpoint", 0.0, "The baseline: denoising fine-tune on the latest CosmicMan-HQ version (β = 0).")
+daring_checkpoint = _training_asset(
+    "daring_checkpoint", None, "Daring: denoising + HOLA attention supervision (α·L_noise + β·L_HOLA, β from the "
+    "profile) on the latest CosmicMan-HQ version; registered as a new MLflow model version.")
+
+
+@dg.asset(group_name="training", kinds={"pytorch", "mlflow"}, deps=[cosmicman_hq_snapshot], pool=ACCELERATOR_POOL,
+          description="CosmicMan Prime: one Daring run per configured activation, same data and seed, compared in MLflow.")
+def activation_sweep_checkpoints(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
+    runs = activation_sweep(flywheel.settings, tags={"dagster.run_id": context.run_id})
+    rows = "\n".join(f"| {a} | {r.model_version} | {r.metrics.get('attention_iou', float('nan')):.3f} | "
+                     f"{r.metrics.get('final_loss_noise', float('nan')):.4f} |"
+                     for a, r in zip(flywheel.settings.training.activations, runs))
+    return dg.MaterializeResult(metadata={"comparison": dg.MetadataValue.md(
+        "| activation | model version | attention IoU | final L_noise |\n|---|---|---|---|\n" + rows)})

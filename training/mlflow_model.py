@@ -1,0 +1,37 @@
+"""The trained pipeline as an MLflow model: a pyfunc that generates images from prompts.
+
+The pipeline directory (diffusers layout) travels as the model's artifact, so a registered
+version is self-contained: ``mlflow.pyfunc.load_model("models:/<name>@champion")`` and
+``predict(pd.DataFrame({"prompt": [...], "seed": [...]}))`` return PNG bytes per row.
+"""
+
+from __future__ import annotations
+
+import io
+
+import mlflow.pyfunc
+
+
+class DiffusionPipelineModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        from training.base_model import load_base
+
+        self.base = load_base(context.artifacts["pipeline"])
+
+    def predict(self, context, model_input, params=None):
+        from PIL import Image
+
+        from training.sampling import generate
+
+        unet = self.base.unet
+        h, w = unet.config.sample_size
+        steps = int((params or {}).get("steps", 25))
+        seeds = model_input["seed"].tolist() if "seed" in model_input else list(range(len(model_input)))
+        images = generate(self.base, unet, model_input["prompt"].tolist(), seeds, h * self.base.vae_scale,
+                          w * self.base.vae_scale, steps=steps)
+        out = []
+        for im in images:
+            buf = io.BytesIO()
+            Image.fromarray(im).save(buf, format="PNG")
+            out.append(buf.getvalue())
+        return out

@@ -1,0 +1,147 @@
+"""One tracked training run: snapshot in, registered MLflow model version out.
+
+Reads a CosmicMan-HQ version (by number, default the latest published), trains with
+:func:`training.trainer.train`, and logs to one MLflow run: every setting as a parameter,
+the snapshot's tag and data hash, step-wise L_noise / L_HOLA / learning rate, attention
+maps of a fixed sample next to its masks every N steps, validation samples, the
+attention-mask IoU on held-out (test split) samples, and the final pipeline registered as
+a new version of the registered model, tagged with snapshot version, git commit and the
+Dagster run id. No settings that name secrets are logged (see :func:`flywheel.tracking.flatten`).
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from training.settings import TrainingProfile  # noqa: F401 - re-exported for callers
+
+
+@dataclass
+class TrainingRun:
+    run_id: str
+    experiment_id: str
+    model_name: str
+    model_version: str
+    metrics: dict[str, float]
+    grid_png: bytes
+    output_dir: Path
+    snapshot_tag: str | None
+    history: list = None  # (step, StepLosses) every log_every steps
+
+
+def git_commit() -> str:
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    return proc.stdout.strip() or "unknown"
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def attention_figure(base, unet, dataset, store, index: int = 0) -> np.ndarray:
+    """One fixed sample: the image, then per masked group its mask above its mean attention map."""
+    from training.alignment import group_maps
+    from training.attention import install_capture, remove_capture
+    from training.data import collate
+
+    item = dataset[index]
+    batch = collate([item])
+    was = {n: p for n, p in unet.attn_processors.items()}
+    install_capture(unet, store)
+    try:
+        maps = group_maps(base, unet, batch, store)[0].cpu().numpy()
+    finally:
+        unet.set_attn_processor(was) if was else remove_capture(unet)
+    image = ((item["pixel_values"].permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8)
+    groups = [g for g in range(maps.shape[0]) if item["group_valid"][g]]
+    import cv2
+
+    h, w = image.shape[:2]
+    tiles_top, tiles_bottom = [image], [np.full_like(image, 255)]
+    for g in groups:
+        mask = cv2.resize((item["masks"][g].numpy() * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+        att = cv2.resize((np.clip(maps[g], 0, 1) * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
+        tiles_top.append(np.repeat(mask[..., None], 3, -1))
+        tiles_bottom.append(cv2.applyColorMap(att, cv2.COLORMAP_VIRIDIS)[..., ::-1])
+    return np.concatenate([np.concatenate(tiles_top, 1), np.concatenate(tiles_bottom, 1)], 0)
+
+
+def run_training(profile: TrainingProfile, snapshot, protocol, base_dir: Path, output_dir: Path, tracking, experiment: str,
+                 run_name: str, tags: dict[str, str] | None = None, nested: bool = False) -> TrainingRun:
+    import mlflow
+
+    from flywheel.tracking import flatten, mlflow_run
+    from training.alignment import attention_iou
+    from training.base_model import load_base
+    from training.data import DaringDataset
+    from training.sampling import generate, image_grid
+    from training.trainer import train
+
+    if profile.threads:
+        torch.set_num_threads(profile.threads)
+    s = profile.train
+    train_samples = list(snapshot.samples("train"))
+    held_out = list(snapshot.samples("test", limit=profile.eval_samples))
+    run_tags = {"cosmicman.stage": "training", "git.commit": git_commit(), **snapshot.tracking_tags(), **(tags or {})}
+    with mlflow_run(tracking, experiment, run_name, tags=run_tags, nested=nested) as run:
+        mlflow.log_params(flatten({"base_model": str(base_dir), "train_images": len(train_samples),
+                                   "held_out_images": len(held_out), **flatten(s.model_dump(mode="json"), "train.")}))
+        t0 = time.perf_counter()
+
+        def on_log(step, losses):
+            mlflow.log_metrics({"loss_noise": losses.noise, "loss_hola": losses.hola, "lr": losses.lr}, step=step)
+
+        def on_attention(step, base, unet, dataset, store):
+            was_training = unet.training
+            unet.eval()
+            mlflow.log_image(attention_figure(base, unet, dataset, store), key="attention_maps", step=step)
+            unet.train(was_training)
+
+        result = train(s, base_dir, train_samples, protocol, output_dir, on_log=on_log, on_attention=on_attention)
+        seconds = time.perf_counter() - t0
+        trained = load_base(result.unet_dir)
+        trained.unet.eval()
+        h, w = trained.unet.config.sample_size
+        height, width = h * trained.vae_scale, w * trained.vae_scale
+        prompts = [p for p in s.validation_prompts for _ in profile.validation_seeds]
+        seeds = [sd for _ in s.validation_prompts for sd in profile.validation_seeds]
+        images = generate(trained, trained.unet, prompts, seeds, height, width, steps=s.validation_steps)
+        grid = image_grid(images, len(profile.validation_seeds))
+        mlflow.log_image(grid, "validation_samples.png")
+        metrics = {"train_seconds": seconds, "steps": result.steps}
+        if result.losses:
+            metrics.update({"final_loss_noise": result.losses.noise, "final_loss_hola": result.losses.hola})
+        if held_out:
+            from training.data import DiscretizeSettings
+
+            eval_ds = DaringDataset(held_out, protocol, trained.tokenizer,
+                                    DiscretizeSettings(height, width, h, w, shuffle_groups=False, group_dropout=0.0,
+                                                       caption_dropout=0.0, flip=False))
+            iou = attention_iou(trained, trained.unet, eval_ds, s.attention_levels, s.attention_layers)
+            metrics.update({f"attention_{k}": v for k, v in iou.items() if k != "groups"})
+        mlflow.log_metrics(metrics)
+        from training.mlflow_model import DiffusionPipelineModel
+
+        info = mlflow.pyfunc.log_model(name="pipeline", python_model=DiffusionPipelineModel(),
+                                       artifacts={"pipeline": str(result.unet_dir)},
+                                       pip_requirements=["torch", "diffusers", "transformers"],
+                                       registered_model_name=profile.registered_model)
+        version = str(info.registered_model_version)
+        client = mlflow.MlflowClient()
+        for k, v in {"snapshot.version": str(snapshot.version), "snapshot.tag": snapshot.tag or "untagged",
+                     "snapshot.data_hash": snapshot.data_hash or "unknown", "git.commit": run_tags["git.commit"],
+                     "dagster.run_id": (tags or {}).get("dagster.run_id", "none"), "beta": str(s.beta),
+                     "act_fn": str(trained.unet.config.act_fn)}.items():
+            client.set_model_version_tag(profile.registered_model, version, k, v)
+        return TrainingRun(run.info.run_id, run.info.experiment_id, profile.registered_model, version, metrics, _png(grid), output_dir, snapshot.tag,
+                           result.history)
