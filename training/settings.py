@@ -58,5 +58,46 @@ class TrainingProfile(Model):
     activations: list[str] = Field(default_factory=lambda: ["silu", "gelu", "mish"], description="CosmicMan Prime sweep")
     threads: int | None = Field(None, description="torch CPU threads (None: torch's default)")
     train: TrainSettings = Field(default_factory=TrainSettings)
+    dual_prior: "DualPriorSettings" = Field(default_factory=lambda: DualPriorSettings())
 
 
+
+
+class DualPriorSettings(Model):
+    """Dual-level prior training (stage 1 binding, stage 2 adversarial rectification)."""
+
+    pose_token: str = "<sds>"
+    init_token: str = Field("person", description="the pose token's embedding starts as this word's")
+    human_words: list[str] = Field(default_factory=lambda: ["man", "woman", "person", "girl", "boy", "child", "people"])
+    body_group: bool = Field(False, description="also supervise the caption's body group tokens with M_shape")
+    map_size: tuple[int, int] | None = Field(None, description="supervision size (h, w); default the UNet input size")
+    skeleton_thickness: int = Field(2, ge=1)
+    lora_rank: int = Field(8, ge=1)
+    lr: float = Field(5e-6, gt=0, description="paper: AdamW 5e-6 (pretrained SD)")
+    embedding_lr: float | None = Field(None, description="pose-token embedding learning rate; default lr")
+    stage1_steps: int = Field(1000, ge=0)
+    stage2_steps: int = Field(1000, ge=0)
+    shape_weight: float = 1.0
+    pose_weight: float = 1.0
+    margin_delta: float = 0.1
+    critic_layers: int = Field(11, ge=2, description="paper appendix: an 11-layer convolutional critic")
+    critic_width: int = 32
+    critic_dropout: float = Field(0.2, ge=0, lt=1)
+    critic_lr: float = 1e-4
+    critic_steps: int = Field(1, ge=1, description="critic updates per generator update")
+    gp_weight: float = Field(10.0, ge=0, description="λ of WGAN-GP")
+    flip_prob: float = Field(0.1, ge=0, le=1, description="per sample, swap real/fake roles in the critic loss")
+    batch_size: int = Field(4, ge=1)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    max_grad_norm: float = 1.0
+    attention_levels: list[int] | None = None
+    checkpoint_every: int = Field(500, ge=1)
+    checkpoints_total_limit: int = Field(2, ge=1)
+    log_every: int = Field(10, ge=1)
+    image_log_every: int = Field(200, ge=1)
+    registered_model: str = "cosmicman-dual-prior"
+    seed: int = 0
+    discretize: dict = Field(default_factory=dict)
+
+
+TrainingProfile.model_rebuild()
