@@ -49,6 +49,8 @@ bench: env
 	-$(BIN)/python benchmarks/synthetic_source.py
 	-$(BIN)/python benchmarks/filter_chain.py
 	-$(BIN)/python benchmarks/annotation_flywheel.py
+	-$(BIN)/python benchmarks/daring_overhead.py
+	-$(BIN)/python benchmarks/dual_prior_iou.py
 
 clean:
 	rm -rf workspace

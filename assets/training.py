@@ -6,7 +6,7 @@ import dagster as dg
 from assets.snapshot import cosmicman_hq_snapshot
 from flywheel.preview import decode_rgb, markdown_image
 from orchestration.resources import FlywheelResource
-from training.stages import activation_sweep, train_variant
+from training.stages import activation_sweep, train_dual_prior, train_variant
 
 ACCELERATOR_POOL = "accelerator"  # a pool of one (infra/dagster): two trainings never share the device
 
@@ -53,3 +53,20 @@ def activation_sweep_checkpoints(context: dg.AssetExecutionContext, flywheel: Fl
                      for a, r in zip(flywheel.settings.training.activations, runs))
     return dg.MaterializeResult(metadata={"comparison": dg.MetadataValue.md(
         "| activation | model version | attention IoU | final L_noise |\n|---|---|---|---|\n" + rows)})
+
+
+@dg.asset(group_name="training", kinds={"pytorch", "mlflow"}, deps=[cosmicman_hq_snapshot], pool=ACCELERATOR_POOL,
+          automation_condition=dg.AutomationCondition.eager(),
+          description="Dual-level prior: stage 1 binds human tokens and the <sds> pose token to person and skeleton masks, "
+          "stage 2 rectifies their maps against WGAN-GP critics; LoRA + token embedding registered in MLflow.")
+def adversarial_checkpoint(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
+    settings = flywheel.settings
+    run = train_dual_prior(settings, tags={"dagster.run_id": context.run_id})
+    ui = settings.tracking.ui_url.rstrip("/")
+    meta = {"mlflow_run": dg.MetadataValue.url(f"{ui}/#/experiments/{run.experiment_id}/runs/{run.run_id}"),
+            "mlflow_run_id": dg.MetadataValue.text(run.run_id),
+            "stage_runs": dg.MetadataValue.json(run.stage_run_ids),
+            "model": dg.MetadataValue.text(f"{run.model_name} version {run.model_version}"),
+            "model_version": dg.MetadataValue.int(int(run.model_version))}
+    meta.update({k: dg.MetadataValue.float(float(v)) for k, v in run.metrics.items()})
+    return dg.MaterializeResult(metadata=meta)

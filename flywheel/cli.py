@@ -198,6 +198,19 @@ def train_cmd(
                   + ", ".join(f"{k} {v:.4g}" for k, v in run.metrics.items()))
 
 
+@app.command("train-dual-prior")
+def train_dual_prior_cmd(
+    snapshot_version: Optional[int] = typer.Option(None, help="CosmicMan-HQ version; default the profile's, else the latest"),
+    profile: Optional[str] = ProfileOpt,
+) -> None:
+    """Dual-level prior training (binding, then adversarial rectification) under one parent MLflow run."""
+    from training.stages import train_dual_prior
+
+    run = train_dual_prior(_settings(profile), snapshot_version=snapshot_version)
+    console.print(f"dual prior: MLflow run {run.run_id} (stages {run.stage_run_ids}); {run.model_name} version "
+                  f"{run.model_version}; " + ", ".join(f"{k} {v:.4g}" for k, v in run.metrics.items()))
+
+
 @app.command("sweep-activations")
 def sweep_cmd(profile: Optional[str] = ProfileOpt) -> None:
     """CosmicMan Prime: one Daring run per configured activation, nested under one MLflow run."""

@@ -211,3 +211,17 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
     model = mlflow.pyfunc.load_model(f"models:/{trained.model_name}/{trained.model_version}")
     pngs = model.predict(pd.DataFrame({"prompt": ["a woman, red t-shirt"], "seed": [0]}), params={"steps": 2})
     assert len(pngs) == 1 and pngs[0][:4] == b"\x89PNG"
+
+    # the dual-prior method: a parent run with one nested run per stage, a loadable model version
+    from training.stages import train_dual_prior
+
+    dual = train_dual_prior(settings, tags={"dagster.run_id": "test-run"})
+    children = client.search_runs([client.get_run(dual.run_id).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{dual.run_id}'")
+    assert {r.data.tags["dual_prior.stage"] for r in children} == {"bind", "adversarial"}
+    adversarial = client.get_run(dual.stage_run_ids["adversarial"])
+    assert {"critic_shape_gp", "critic_pose_wasserstein", "gen_pose", "loss_noise"} <= set(adversarial.data.metrics)
+    assert {"base_shape_iou", "bind_pose_iou"} <= set(dual.metrics)
+    model = mlflow.pyfunc.load_model(f"models:/{dual.model_name}/{dual.model_version}")
+    pngs = model.predict(pd.DataFrame({"prompt": ["a woman, <sds>"], "seed": [0]}), params={"steps": 2})
+    assert pngs[0][:4] == b"\x89PNG"

@@ -32,6 +32,7 @@ def test_definitions_assemble():
     assert defs.resolve_sensor_def("pool_below_lower_bound") is not None
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
     assert {"filtered_pool_suite", "annotations_suite", "cosmicman_hq_snapshot_suite"} <= checks
+    assert {"daring_checkpoint", "plain_finetune_checkpoint", "adversarial_checkpoint"} <= {k.path[-1] for k in defs.resolve_asset_graph().get_all_asset_keys()}
     graph = defs.resolve_asset_graph()
     assert dg.AssetSelection.from_string("group:annotation").resolve(graph) == {
         dg.AssetKey("annotation_iteration"), dg.AssetKey("annotated_pool")}

@@ -35,3 +35,13 @@ class DiffusionPipelineModel(mlflow.pyfunc.PythonModel):
             Image.fromarray(im).save(buf, format="PNG")
             out.append(buf.getvalue())
         return out
+
+
+class DualPriorPipelineModel(DiffusionPipelineModel):
+    """The base pipeline with the dual-prior LoRA weights and the pose token applied;
+    prompts may use the pose token (e.g. "a woman, <sds>")."""
+
+    def load_context(self, context) -> None:
+        from training.dual_prior.trainer import load_with_prior
+
+        self.base = load_with_prior(context.artifacts["base"], context.artifacts["prior"])

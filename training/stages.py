@@ -62,3 +62,13 @@ def activation_sweep(settings: Settings, tags: dict[str, str] | None = None) -> 
         mlflow.log_metrics({f"{act}.attention_iou": r.metrics.get("attention_iou", float("nan"))
                             for act, r in zip(settings.training.activations, runs)})
     return runs
+
+
+def train_dual_prior(settings: Settings, tags: dict[str, str] | None = None, snapshot_version: int | None = None):
+    """Both dual-prior stages on a CosmicMan-HQ version, under one parent MLflow run."""
+    from training.dual_prior.run import run_dual_prior
+
+    snapshot = training_snapshot(settings, snapshot_version)
+    out = settings.workspace / "training" / "dual-prior" / (snapshot.tag or f"v{snapshot.version}")
+    return run_dual_prior(settings.training, snapshot, load_protocol(settings.protocol_path), base_model_dir(settings), out,
+                          settings.tracking, f"{settings.tracking.experiment_prefix}-training", tags)

@@ -1,0 +1,68 @@
+"""How well the human tokens' maps cover the person and the pose token's maps the skeleton:
+IoU of the max-normalised map (threshold 0.5) with M_shape and M_pose on held-out samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from training.attention import AttentionStore, install_capture, remove_capture
+from training.dual_prior.binding import token_maps
+from training.dual_prior.data import collate_dual
+from training.sampling import encode_text
+
+
+def _iou(pred: np.ndarray, mask: np.ndarray) -> float:
+    union = np.logical_or(pred, mask).sum()
+    return float(np.logical_and(pred, mask).sum() / union) if union else 1.0
+
+
+@torch.no_grad()
+def prior_iou(base, unet, dataset, levels=None, timestep: int = 300, batch_size: int = 8, seed: int = 0) -> dict[str, float]:
+    store = AttentionStore()
+    install_capture(unet, store, levels)
+    shape_iou, pose_iou = [], []
+    try:
+        for i in range(0, len(dataset), batch_size):
+            batch = collate_dual([dataset[j] for j in range(i, min(len(dataset), i + batch_size))])
+            x = batch["pixel_values"]
+            if base.vae is not None:
+                x = base.vae.encode(x).latent_dist.mean * base.vae.config.scaling_factor
+            noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + i))
+            t = torch.full((x.shape[0],), timestep, dtype=torch.long)
+            context, added = encode_text(base, batch["input_ids"])
+            store.clear()
+            store.latent_size = tuple(x.shape[-2:])
+            store.recording = True
+            unet(base.scheduler.add_noise(x, noise, t), t, encoder_hidden_states=context,
+                 **({"added_cond_kwargs": added} if added else {}))
+            store.recording = False
+            size = tuple(batch["shape_mask"].shape[-2:])
+            maps = store.by_resolution()
+            shape = token_maps(maps, batch["human_tokens"], size).numpy() > 0.5
+            pose = token_maps(maps, batch["pose_tokens"], size).numpy() > 0.5
+            for b in range(x.shape[0]):
+                if batch["human_tokens"][b].any() and batch["shape_mask"][b].any():
+                    shape_iou.append(_iou(shape[b], batch["shape_mask"][b].numpy() > 0.5))
+                if batch["pose_mask"][b].any():
+                    pose_iou.append(_iou(pose[b], batch["pose_mask"][b].numpy() > 0.5))
+            store.clear()
+    finally:
+        remove_capture(unet)
+    return {"shape_iou": float(np.mean(shape_iou)) if shape_iou else float("nan"),
+            "pose_iou": float(np.mean(pose_iou)) if pose_iou else float("nan"),
+            "shape_samples": len(shape_iou), "pose_samples": len(pose_iou)}
+
+
+def eval_dataset(samples, protocol, base, settings):
+    """Held-out items without augmentation (no flip, no dropout, no shuffling)."""
+    from training.data import DiscretizeSettings
+    from training.dual_prior.data import DualPriorDataset
+
+    lh, lw = base.unet.config.sample_size if isinstance(base.unet.config.sample_size, (list, tuple)) else (base.unet.config.sample_size,) * 2
+    map_size = tuple(settings.map_size) if settings.map_size else (lh, lw)
+    return DualPriorDataset(samples, protocol, base.tokenizer,
+                            DiscretizeSettings(lh * base.vae_scale, lw * base.vae_scale, lh, lw, shuffle_groups=False,
+                                               group_dropout=0.0, caption_dropout=0.0, flip=False),
+                            settings.pose_token, map_size, tuple(settings.human_words), settings.body_group,
+                            settings.skeleton_thickness)

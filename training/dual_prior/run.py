@@ -1,0 +1,108 @@
+"""A tracked dual-prior training: a parent MLflow run with one nested run per stage.
+
+Each stage run logs every loss term per step (noise, suppress/margin/scale for shape and
+pose; critic scores, gradient penalty and Wasserstein estimate in stage 2), and images of
+the human tokens' and the pose token's maps next to their masks. The parent logs the
+held-out IoUs of the base model and after each stage, and registers the result (LoRA
+weights plus the pose token's embedding, with the base model) as a model version.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclass
+class DualPriorRun:
+    run_id: str
+    experiment_id: str
+    stage_run_ids: dict[str, str]
+    model_name: str
+    model_version: str
+    metrics: dict[str, float]
+    prior_dir: Path
+
+
+def maps_figure(batch: dict, shape_maps: torch.Tensor, pose_maps: torch.Tensor, n: int = 4) -> np.ndarray:
+    """Rows: image, person mask, human-token map, skeleton mask, pose-token map (per sample column)."""
+    import cv2
+
+    cols = []
+    for b in range(min(n, shape_maps.shape[0])):
+        img = ((batch["pixel_values"][b].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+        h, w = img.shape[:2]
+
+        def gray(a):
+            a = cv2.resize((a.clamp(0, 1).numpy() * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+            return np.repeat(a[..., None], 3, -1)
+
+        cols.append(np.concatenate([img, gray(batch["shape_mask"][b]), gray(shape_maps[b].cpu()),
+                                    gray(batch["pose_mask"][b]), gray(pose_maps[b].cpu())], 0))
+    return np.concatenate(cols, 1)
+
+
+def run_dual_prior(profile, snapshot, protocol, base_dir: Path, output_dir: Path, tracking, experiment: str,
+                   tags: dict[str, str] | None = None) -> DualPriorRun:
+    import mlflow
+
+    from flywheel.tracking import flatten, mlflow_run
+    from training.base_model import load_base
+    from training.dual_prior.alignment import eval_dataset, prior_iou
+    from training.dual_prior.trainer import add_pose_token, load_with_prior, train_stage
+    from training.run import git_commit
+
+    s = profile.dual_prior
+    if profile.threads:
+        torch.set_num_threads(profile.threads)
+    train_samples = list(snapshot.samples("train"))
+    held_out = list(snapshot.samples("test", limit=profile.eval_samples))
+    run_tags = {"cosmicman.stage": "dual_prior", "git.commit": git_commit(), **snapshot.tracking_tags(), **(tags or {})}
+
+    def evaluate(model) -> dict[str, float]:
+        model.unet.eval()
+        return prior_iou(model, model.unet, eval_dataset(held_out, protocol, model, s), s.attention_levels) if held_out else {}
+
+    base = load_base(base_dir)
+    add_pose_token(base, s.pose_token, s.init_token)
+    metrics = {f"base_{k}": v for k, v in evaluate(base).items()}
+    stage_runs: dict[str, str] = {}
+    with mlflow_run(tracking, experiment, "dual-prior", tags=run_tags) as parent:
+        mlflow.log_params(flatten({"base_model": str(base_dir), "train_images": len(train_samples),
+                                   **flatten(s.model_dump(mode="json"), "dual_prior.")}))
+        prior = None
+        for stage in ("bind", "adversarial"):
+            with mlflow_run(tracking, experiment, f"dual-prior-{stage}", tags={**run_tags, "dual_prior.stage": stage},
+                            nested=True) as child:
+                stage_runs[stage] = child.info.run_id
+                result = train_stage(stage, s, base_dir, train_samples, protocol, output_dir, init_prior=prior,
+                                     on_log=lambda st, k, m: mlflow.log_metrics(m, step=k),
+                                     on_maps=lambda st, k, batch, sm, pm: mlflow.log_image(maps_figure(batch, sm, pm),
+                                                                                           key=f"{st}_maps", step=k))
+                prior = result.final_dir
+                after = {f"{stage}_{k}": v for k, v in evaluate(load_with_prior(base_dir, prior)).items()}
+                mlflow.log_metrics(after)
+                metrics.update(after)
+        mlflow.log_metrics(metrics)
+        package = output_dir / "package"
+        shutil.rmtree(package, ignore_errors=True)
+        shutil.copytree(prior, package / "prior")
+        shutil.copytree(base_dir, package / "base")
+        from training.mlflow_model import DualPriorPipelineModel
+
+        info = mlflow.pyfunc.log_model(name="pipeline", python_model=DualPriorPipelineModel(),
+                                       artifacts={"base": str(package / "base"), "prior": str(package / "prior")},
+                                       pip_requirements=["torch", "diffusers", "transformers", "peft"],
+                                       registered_model_name=s.registered_model)
+        version = str(info.registered_model_version)
+        client = mlflow.MlflowClient()
+        for k, v in {"snapshot.tag": snapshot.tag or "untagged", "snapshot.data_hash": snapshot.data_hash or "unknown",
+                     "snapshot.version": str(snapshot.version), "git.commit": run_tags["git.commit"],
+                     "dagster.run_id": (tags or {}).get("dagster.run_id", "none"), "pose_token": s.pose_token}.items():
+            client.set_model_version_tag(s.registered_model, version, k, v)
+        return DualPriorRun(parent.info.run_id, parent.info.experiment_id, stage_runs, s.registered_model, version, metrics,
+                            prior)
