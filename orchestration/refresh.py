@@ -24,7 +24,7 @@ def run_requests(keys: list[str], reason: str) -> list[dg.RunRequest]:
 
 def main() -> int:
     """Refresh every source, filter, turn the annotation flywheel until it stops, annotate the
-    pool, publish the next CosmicMan-HQ version and train the plain fine-tune and Daring on it: in this process, against the instance in $DAGSTER_HOME."""
+    pool, publish the next CosmicMan-HQ version and train the plain fine-tune, Daring and the dual-prior model on it: in this process, against the instance in $DAGSTER_HOME."""
     from flywheel.stages import annotation_folder
     from orchestration.definitions import defs
 
@@ -61,7 +61,8 @@ def main() -> int:
             break
         k += 1
     ok = materialize(["annotated_pool"]) and materialize(["cosmicman_hq_snapshot"])
-    return 0 if ok and materialize(["plain_finetune_checkpoint"]) and materialize(["daring_checkpoint"]) else 1
+    trained = all(materialize([key]) for key in ("plain_finetune_checkpoint", "daring_checkpoint", "adversarial_checkpoint"))
+    return 0 if ok and trained else 1
 
 
 if __name__ == "__main__":

@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from flywheel.annotation.captions import caption_groups
-from flywheel.snapshot.loader import Sample
-from flywheel.synthetic.source import SyntheticConfig, render_sample
+from tests.training_samples import synthetic_samples
 from training.attention import AttentionStore, CapturingAttnProcessor, install_capture, select_layers
 from training.base_model import create_tiny_base, load_base
 from training.data import DaringDataset, DiscretizeSettings, collate
@@ -24,17 +22,7 @@ def tiny(tmp_path_factory, protocol):
 
 @pytest.fixture(scope="module")
 def samples(protocol):
-    import cv2
-
-    cfg = SyntheticConfig(seed=3, bad_fraction=0.0, width=128, height=192)
-    out = []
-    for i in range(12):
-        s = render_sample(cfg, protocol, i)
-        img = cv2.cvtColor(cv2.imdecode(np.frombuffer(s.data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        answers = {k: v for k, v in s.truth["attributes"].items() if v is not None}
-        groups = caption_groups(protocol, answers, seed=i, present_classes=set(np.unique(s.parsing).tolist()))
-        out.append(Sample(f"k{i}", img, s.parsing, {"caption_groups": [g.as_row() for g in groups]}))
-    return out
+    return synthetic_samples(protocol, seed=3, count=12)
 
 
 def _inputs(base, batch=2, seed=0):

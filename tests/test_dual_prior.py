@@ -62,22 +62,9 @@ def test_critic_loss_flips_roles_and_generator_loss_freezes_the_critic():
 
 @pytest.fixture(scope="module")
 def dual_samples(protocol):
-    import cv2
+    from tests.training_samples import synthetic_samples
 
-    from flywheel.annotation.captions import caption_groups
-    from flywheel.snapshot.loader import Sample
-    from flywheel.synthetic.source import SyntheticConfig, render_sample
-
-    cfg = SyntheticConfig(seed=4, bad_fraction=0.0, width=128, height=192)
-    out = []
-    for i in range(8):
-        s = render_sample(cfg, protocol, i)
-        img = cv2.cvtColor(cv2.imdecode(np.frombuffer(s.data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        answers = {k: v for k, v in s.truth["attributes"].items() if v is not None}
-        groups = caption_groups(protocol, answers, seed=i, present_classes=set(np.unique(s.parsing).tolist()))
-        out.append(Sample(f"k{i}", img, s.parsing, {"caption_groups": [g.as_row() for g in groups],
-                                                     "keypoints": s.keypoints.reshape(-1).tolist()}))
-    return out
+    return synthetic_samples(protocol, seed=4, count=8)
 
 
 @pytest.mark.slow

@@ -20,31 +20,41 @@ from training.sampling import encode_text
 
 
 @torch.no_grad()
-def group_maps(base: BaseModel, unet, batch: dict, store: AttentionStore, timestep: int = 300, seed: int = 0
-               ) -> torch.Tensor:
-    """(B, G, H, W) mean normalised attention map per group, at the masks' resolution."""
+def captured_maps(base: BaseModel, unet, pixel_values: torch.Tensor, input_ids: torch.Tensor, store: AttentionStore,
+                  timestep: int = 300, seed: int = 0) -> dict[tuple[int, int], torch.Tensor]:
+    """One denoising forward of real images noised to ``timestep`` (fixed noise): the captured
+    maps by resolution (see :meth:`AttentionStore.by_resolution`)."""
     device = next(unet.parameters()).device
-    x = batch["pixel_values"].to(device)
+    x = pixel_values.to(device)
     if base.vae is not None:
         x = base.vae.encode(x).latent_dist.mean * base.vae.config.scaling_factor
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)).to(device)
     t = torch.full((x.shape[0],), timestep, device=device, dtype=torch.long)
-    context, added = encode_text(base, batch["input_ids"])
+    context, added = encode_text(base, input_ids)
     store.clear()
     store.latent_size = tuple(x.shape[-2:])
     store.recording = True
     unet(base.scheduler.add_noise(x, noise, t), t, encoder_hidden_states=context,
          **({"added_cond_kwargs": added} if added else {}))
     store.recording = False
+    maps = store.by_resolution()
+    store.clear()
+    return maps
+
+
+@torch.no_grad()
+def group_maps(base: BaseModel, unet, batch: dict, store: AttentionStore, timestep: int = 300, seed: int = 0
+               ) -> torch.Tensor:
+    """(B, G, H, W) mean normalised attention map per group, at the masks' resolution."""
+    maps = captured_maps(base, unet, batch["pixel_values"], batch["input_ids"], store, timestep, seed)
+    device = next(unet.parameters()).device
     masks = batch["masks"].to(device)
     g = masks.shape[1]
     member = ((batch["token_group"].to(device)[..., None] == torch.arange(g, device=device)) & batch["group_valid"].to(device)[:, None]).float()
     acc = torch.zeros_like(masks)
-    maps = store.by_resolution()
     for m in maps.values():
         m = F.interpolate(normalise_maps(m.float()), size=masks.shape[-2:], mode="bilinear", align_corners=False)
         acc += torch.einsum("bthw,btg->bghw", m, member) / member.sum(1).clamp(min=1)[..., None, None]
-    store.clear()
     return acc / max(1, len(maps))
 
 

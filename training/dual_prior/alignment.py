@@ -9,7 +9,7 @@ import torch
 from training.attention import AttentionStore, install_capture, remove_capture
 from training.dual_prior.binding import token_maps
 from training.dual_prior.data import collate_dual
-from training.sampling import encode_text
+from training.alignment import captured_maps
 
 
 def _iou(pred: np.ndarray, mask: np.ndarray) -> float:
@@ -25,28 +25,15 @@ def prior_iou(base, unet, dataset, levels=None, timestep: int = 300, batch_size:
     try:
         for i in range(0, len(dataset), batch_size):
             batch = collate_dual([dataset[j] for j in range(i, min(len(dataset), i + batch_size))])
-            x = batch["pixel_values"]
-            if base.vae is not None:
-                x = base.vae.encode(x).latent_dist.mean * base.vae.config.scaling_factor
-            noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + i))
-            t = torch.full((x.shape[0],), timestep, dtype=torch.long)
-            context, added = encode_text(base, batch["input_ids"])
-            store.clear()
-            store.latent_size = tuple(x.shape[-2:])
-            store.recording = True
-            unet(base.scheduler.add_noise(x, noise, t), t, encoder_hidden_states=context,
-                 **({"added_cond_kwargs": added} if added else {}))
-            store.recording = False
+            maps = captured_maps(base, unet, batch["pixel_values"], batch["input_ids"], store, timestep, seed + i)
             size = tuple(batch["shape_mask"].shape[-2:])
-            maps = store.by_resolution()
             shape = token_maps(maps, batch["human_tokens"], size).numpy() > 0.5
             pose = token_maps(maps, batch["pose_tokens"], size).numpy() > 0.5
-            for b in range(x.shape[0]):
+            for b in range(len(batch["caption"])):
                 if batch["human_tokens"][b].any() and batch["shape_mask"][b].any():
                     shape_iou.append(_iou(shape[b], batch["shape_mask"][b].numpy() > 0.5))
                 if batch["pose_mask"][b].any():
                     pose_iou.append(_iou(pose[b], batch["pose_mask"][b].numpy() > 0.5))
-            store.clear()
     finally:
         remove_capture(unet)
     return {"shape_iou": float(np.mean(shape_iou)) if shape_iou else float("nan"),
