@@ -55,8 +55,9 @@ def activation_sweep_checkpoints(context: dg.AssetExecutionContext, flywheel: Fl
         "| activation | model version | attention IoU | final L_noise |\n|---|---|---|---|\n" + rows)})
 
 
-@dg.asset(group_name="training", kinds={"pytorch", "mlflow"}, deps=[cosmicman_hq_snapshot], pool=ACCELERATOR_POOL,
-          automation_condition=dg.AutomationCondition.eager(),
+@dg.asset(group_name="training", kinds={"pytorch", "mlflow"}, pool=ACCELERATOR_POOL,
+          # the plain fine-tune is the pretrained denoiser it adapts when dual_prior.base_variant names it
+          deps=[cosmicman_hq_snapshot, plain_finetune_checkpoint], automation_condition=dg.AutomationCondition.eager(),
           description="Dual-level prior: stage 1 binds human tokens and the <sds> pose token to person and skeleton masks, "
           "stage 2 rectifies their maps against WGAN-GP critics; LoRA + token embedding registered in MLflow.")
 def adversarial_checkpoint(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:

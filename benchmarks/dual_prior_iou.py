@@ -1,6 +1,6 @@
 """Dual-level prior, stage 1: attention-mask IoU of the human tokens (vs the person mask) and of
-the <sds> pose token (vs the skeleton mask) on held-out samples, for the base model and after
-binding. Reads the latest CosmicMan-HQ version of the profile (run `make demo` first).
+the <sds> pose token (vs the skeleton mask) on held-out samples, for the model the method adapts
+(the profile's dual_prior.base_variant, else the base model) and after binding. Reads the latest CosmicMan-HQ version of the profile (run `make demo` first).
 
     .venv/bin/python benchmarks/dual_prior_iou.py [--steps 150] [--profile demo]
 """
@@ -28,13 +28,13 @@ def main() -> int:
     from training.base_model import load_base
     from training.dual_prior.alignment import eval_dataset, prior_iou
     from training.dual_prior.trainer import add_pose_token, load_with_prior, train_stage
-    from training.stages import base_model_dir, training_snapshot
+    from training.stages import dual_prior_base, training_snapshot
 
     settings = load_settings(args.profile)
     protocol = load_protocol(settings.protocol_path)
     snapshot = training_snapshot(settings)
     s = settings.training.dual_prior.model_copy(update={"stage1_steps": args.steps, "checkpoint_every": 10**9})
-    base_dir = base_model_dir(settings)
+    base_dir = dual_prior_base(settings, snapshot.tag)
     train_samples = list(snapshot.samples("train"))
     held_out = list(snapshot.samples("test", limit=args.held_out))
     base = load_base(base_dir)

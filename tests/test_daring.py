@@ -165,3 +165,15 @@ def test_trainer_checkpoints_resumes_and_saves_a_loadable_model(tiny, samples, p
                  tmp_path / "lora")
     merged = load_base(lora.unet_dir).unet.state_dict()
     assert not any("lora" in k for k in merged)  # adapters are folded into a plain UNet
+
+
+def test_topk_iou_scores_the_most_attended_region_not_a_flat_map():
+    from training.alignment import topk_iou
+
+    mask = np.zeros((4, 4), bool)
+    mask[:2, :2] = True
+    exact = np.where(mask, 0.9, 0.1)
+    assert topk_iou(exact, mask) == 1.0
+    shifted = np.roll(exact, 1, axis=1)  # half of the attended pixels inside: IoU 2/6
+    assert topk_iou(shifted, mask) == pytest.approx(2 / 6)
+    assert topk_iou(np.ones((4, 4)), mask) < 1.0  # a flat map is no longer a perfect (whole-image) answer

@@ -66,6 +66,8 @@ class TrainingProfile(Model):
 class DualPriorSettings(Model):
     """Dual-level prior training (stage 1 binding, stage 2 adversarial rectification)."""
 
+    base_variant: str | None = Field(None, description="start from this trained variant's final model (e.g. "
+                                     "plain-finetune) instead of the base model: the method adapts a pretrained denoiser")
     pose_token: str = "<sds>"
     init_token: str = Field("person", description="the pose token's embedding starts as this word's")
     human_words: list[str] = Field(default_factory=lambda: ["man", "woman", "person", "girl", "boy", "child", "people"])

@@ -64,11 +64,25 @@ def activation_sweep(settings: Settings, tags: dict[str, str] | None = None) -> 
     return runs
 
 
+def dual_prior_base(settings: Settings, snapshot_tag: str) -> Path:
+    """The model the dual prior adapts: ``dual_prior.base_variant``'s final model on this snapshot, else the base."""
+    variant = settings.training.dual_prior.base_variant
+    if not variant:
+        return base_model_dir(settings)
+    base = settings.workspace / "training" / variant / snapshot_tag / "final"
+    if not (base / "model_index.json").exists():
+        raise FileNotFoundError(f"{base}: dual_prior.base_variant {variant!r} has no trained model for {snapshot_tag} yet "
+                                f"(train it first: cosmicman train --name {variant})")
+    return base
+
+
 def train_dual_prior(settings: Settings, tags: dict[str, str] | None = None, snapshot_version: int | None = None):
     """Both dual-prior stages on a CosmicMan-HQ version, under one parent MLflow run."""
     from training.dual_prior.run import run_dual_prior
 
     snapshot = training_snapshot(settings, snapshot_version)
-    out = settings.workspace / "training" / "dual-prior" / (snapshot.tag or f"v{snapshot.version}")
-    return run_dual_prior(settings.training, snapshot, load_protocol(settings.protocol_path), base_model_dir(settings), out,
+    tag = snapshot.tag or f"v{snapshot.version}"
+    out = settings.workspace / "training" / "dual-prior" / tag
+    base = dual_prior_base(settings, tag)
+    return run_dual_prior(settings.training, snapshot, load_protocol(settings.protocol_path), base, out,
                           settings.tracking, f"{settings.tracking.experiment_prefix}-training", tags)

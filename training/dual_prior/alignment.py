@@ -1,5 +1,5 @@
 """How well the human tokens' maps cover the person and the pose token's maps the skeleton:
-IoU of the max-normalised map (threshold 0.5) with M_shape and M_pose on held-out samples."""
+the IoU of each mask with the same number of most attended pixels (see training.alignment)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,7 @@ import torch
 from training.attention import AttentionStore, install_capture, remove_capture
 from training.dual_prior.binding import token_maps
 from training.dual_prior.data import collate_dual
-from training.alignment import captured_maps
-
-
-def _iou(pred: np.ndarray, mask: np.ndarray) -> float:
-    union = np.logical_or(pred, mask).sum()
-    return float(np.logical_and(pred, mask).sum() / union) if union else 1.0
+from training.alignment import captured_maps, topk_iou
 
 
 @torch.no_grad()
@@ -27,13 +22,13 @@ def prior_iou(base, unet, dataset, levels=None, timestep: int = 300, batch_size:
             batch = collate_dual([dataset[j] for j in range(i, min(len(dataset), i + batch_size))])
             maps = captured_maps(base, unet, batch["pixel_values"], batch["input_ids"], store, timestep, seed + i)
             size = tuple(batch["shape_mask"].shape[-2:])
-            shape = token_maps(maps, batch["human_tokens"], size).numpy() > 0.5
-            pose = token_maps(maps, batch["pose_tokens"], size).numpy() > 0.5
+            shape = token_maps(maps, batch["human_tokens"], size).numpy()
+            pose = token_maps(maps, batch["pose_tokens"], size).numpy()
             for b in range(len(batch["caption"])):
                 if batch["human_tokens"][b].any() and batch["shape_mask"][b].any():
-                    shape_iou.append(_iou(shape[b], batch["shape_mask"][b].numpy() > 0.5))
+                    shape_iou.append(topk_iou(shape[b], batch["shape_mask"][b].numpy() > 0.5))
                 if batch["pose_mask"][b].any():
-                    pose_iou.append(_iou(pose[b], batch["pose_mask"][b].numpy() > 0.5))
+                    pose_iou.append(topk_iou(pose[b], batch["pose_mask"][b].numpy() > 0.5))
     finally:
         remove_capture(unet)
     return {"shape_iou": float(np.mean(shape_iou)) if shape_iou else float("nan"),
