@@ -157,3 +157,20 @@ def test_bad_inputs_are_named(tmp_path, protocol):
         write_snapshot([{**rows[0], "media_type": "image/gif"}], store.get, tmp_path / "x")
     with pytest.raises(SnapshotError, match="rec00001: appears twice"):
         write_snapshot([rows[1], rows[1]], store.get, tmp_path / "y")
+
+
+def test_publishing_to_an_s3_compatible_remote(tmp_path, protocol, s3_server, monkeypatch):
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="registry")
+    registry = DataRegistry(tmp_path / "registry", "s3://registry/cosmicman-hq", DVC, remote_endpoint_url=s3_server)
+    store = ContentStore(str(tmp_path / "store"))
+    result = publish_snapshot(_rows(protocol, store, range(40)), store.get, registry, protocol, SETTINGS, {})
+    objects = s3.list_objects_v2(Bucket="registry", Prefix="cosmicman-hq/").get("KeyCount", 0)
+    assert objects == len(_hashes(registry.current)) + 1 == result.publication.uploaded
+    registry.get(1, tmp_path / "v1")
+    assert _hashes(tmp_path / "v1") == _hashes(registry.current)
