@@ -48,6 +48,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pool", type=int, default=1500)
     ap.add_argument("--budget", type=float, default=0.05)
+    ap.add_argument("--seed-size", type=int, default=None, help="iteration 0 images (default: the settings')")
+    ap.add_argument("--batch-size", type=int, default=None, help="images per later iteration")
+    ap.add_argument("--backend", default=None, help="annotator backend (default: the settings')")
     args = ap.parse_args()
     torch.set_num_threads(2)
     protocol = load_protocol()
@@ -64,6 +67,11 @@ def main() -> int:
     print(f"pool: {len(ids)} images, views built in {time.perf_counter() - t0:.0f}s")
     fallback_parsing_miou(protocol, pairs[:100])
     settings = AnnotationSettings(label_budget=args.budget)
+    updates = {k: v for k, v in {"seed_size": args.seed_size, "batch_size": args.batch_size}.items() if v is not None}
+    settings = settings.model_copy(update=updates)
+    if args.backend:
+        settings.annotator = settings.annotator.model_copy(update={"backend": args.backend})
+    print(f"annotator backend {settings.annotator.backend}; seed {settings.seed_size} images, {settings.batch_size} per iteration")
     with tempfile.TemporaryDirectory() as tmp:
         fw = AnnotationFlywheel(tmp, protocol, settings, pool, OracleLabeller(truth))
         t0 = time.perf_counter()

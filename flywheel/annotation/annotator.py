@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from typing import Literal
+
 from pydantic import BaseModel, Field
 from torch import nn
 
@@ -25,7 +27,10 @@ from flywheel.protocol import Protocol
 
 
 class AnnotatorSettings(BaseModel):
-    backend: str = "attribute_cnn"
+    backend: Literal["part_stats", "attribute_cnn"] = Field(
+        "part_stats", description="part_stats: per-category linear models over part features (label-efficient); "
+        "attribute_cnn: a multi-head CNN over part crops (needs more labels)")
+    regularisation: float = Field(0.3, gt=0, description="part_stats: inverse L2 strength of each category's model")
     crop_size: int = Field(48, ge=16)
     width: int = Field(64, ge=8, description="channels of the encoder's last layer")
     epochs: int = Field(12, ge=1)
@@ -57,6 +62,25 @@ class AttributeNet(nn.Module):
         feats = self.encoder(crops.flatten(0, 1)).view(b, p, -1) + self.stats(stats) + self.part_embedding.weight[None]
         body, scene = feats[:, self.context[0]], feats[:, self.context[1]]
         return [head(torch.cat([feats[:, part], body, scene], dim=1)) for head, part in zip(self.heads, self.head_parts)]
+
+
+def hierarchical_answers(protocol: Protocol, categories: list[str], probs: list[np.ndarray], n: int
+                         ) -> tuple[list[dict[str, str | None]], list[dict[str, float]]]:
+    """Most probable answers, parents first; a child is None where its parent's answer rules it out."""
+    answers, confidences = [], []
+    for i in range(n):
+        a: dict[str, str | None] = {}
+        c: dict[str, float] = {}
+        for k, name in enumerate(categories):  # topological order: parents first
+            if protocol.applies(name, a):
+                j = int(probs[k][i].argmax())
+                a[name] = protocol.categories[name].answers[j]
+                c[name] = float(probs[k][i, j])
+            else:
+                a[name] = None
+        answers.append(a)
+        confidences.append(c)
+    return answers, confidences
 
 
 class AttributeAnnotator:
@@ -95,21 +119,7 @@ class AttributeAnnotator:
 
     def predict(self, views: Views) -> tuple[list[dict[str, str | None]], list[dict[str, float]]]:
         """Answers (None where the hierarchy says the question is not asked) and their confidences."""
-        probs = self.probabilities(views)
-        answers, confidences = [], []
-        for i in range(len(views)):
-            a: dict[str, str | None] = {}
-            c: dict[str, float] = {}
-            for k, name in enumerate(self.categories):  # topological order: parents first
-                if self.protocol.applies(name, a):
-                    j = int(probs[k][i].argmax())
-                    a[name] = self.protocol.categories[name].answers[j]
-                    c[name] = float(probs[k][i, j])
-                else:
-                    a[name] = None
-            answers.append(a)
-            confidences.append(c)
-        return answers, confidences
+        return hierarchical_answers(self.protocol, self.categories, self.probabilities(views), len(views))
 
     # ---- learning ----------------------------------------------------------------------------
     def fit(self, views: Views, labels: Sequence[Mapping[str, str]], epochs: int | None = None) -> dict[str, float]:
@@ -175,3 +185,22 @@ class AttributeAnnotator:
         obj.net.load_state_dict(torch.load(path / "weights.pt", map_location="cpu", weights_only=True))
         obj.version = meta["version"]
         return obj
+
+
+def new_annotator(protocol: Protocol, settings: AnnotatorSettings):
+    """A fresh annotator of the configured backend."""
+    if settings.backend == "part_stats":
+        from flywheel.annotation.stats_annotator import PartStatsAnnotator
+
+        return PartStatsAnnotator(protocol, settings)
+    return AttributeAnnotator(protocol, settings)
+
+
+def load_annotator(path: str | Path, protocol: Protocol):
+    """A saved annotator, whichever backend wrote it."""
+    backend = json.loads((Path(path) / "annotator.json").read_text()).get("backend", "attribute_cnn")
+    if backend == "part_stats":
+        from flywheel.annotation.stats_annotator import PartStatsAnnotator
+
+        return PartStatsAnnotator.load(path, protocol)
+    return AttributeAnnotator.load(path, protocol)

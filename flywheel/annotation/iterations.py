@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from flywheel.annotation.annotator import AnnotatorSettings, AttributeAnnotator
+from flywheel.annotation.annotator import AnnotatorSettings, AttributeAnnotator, load_annotator, new_annotator
 from flywheel.annotation.crops import Views
 from flywheel.annotation.labelling import LabelLedger, LabelRequest, Labeller
 from flywheel.protocol import Protocol
@@ -33,8 +33,8 @@ from flywheel.protocol import Protocol
 class AnnotationSettings(BaseModel):
     target_accuracy: float = Field(0.85, gt=0, le=1, description="paper: categories above 85% are no longer labelled")
     eval_size: int = Field(150, ge=2, description="images in the fixed evaluation set I_e")
-    seed_size: int = Field(40, ge=1, description="iteration 0: images labelled on every category")
-    batch_size: int = Field(150, ge=1, description="images sampled per later iteration (I_i)")
+    seed_size: int = Field(10, ge=1, description="iteration 0: images labelled on every category")
+    batch_size: int = Field(60, ge=1, description="images sampled per later iteration (I_i)")
     max_iterations: int = Field(8, ge=1)
     label_budget: float = Field(0.05, gt=0, le=1, description="share of pool images x applicable categories")
     sampling: Literal["uncertainty", "random"] = "uncertainty"
@@ -134,8 +134,8 @@ class AnnotationFlywheel:
         done = self.completed()
         k = (len(done) - 1) if k is None else k
         if k < 0:
-            return AttributeAnnotator(self.protocol, self.settings.annotator)
-        return AttributeAnnotator.load(self._dir(k) / "annotator", self.protocol)
+            return new_annotator(self.protocol, self.settings.annotator)
+        return load_annotator(self._dir(k) / "annotator", self.protocol)
 
     def _sample(self, k: int, annotator: AttributeAnnotator, categories: list[str], budget_left: int) -> list[str]:
         s = self.settings
