@@ -5,7 +5,8 @@ Per category, the features are: its part's statistics (presence, area, box relat
 the body, colour mean/spread, dark/bright/red shares, texture energy — see
 :func:`crops.part_features`), a 4x4x4 colour histogram of the part's own pixels (so a
 colour question looks at that garment's colour, not the picture's), the body's statistics,
-and every part's presence and box (layout: pose, arm pose, length and fit). A standardised
+the outline's gradient-orientation histogram (shape: cap or sun hat), and every part's
+presence and box (layout: pose, arm pose, length and fit). A standardised
 multinomial logistic regression per category learns from a handful of labels, which is
 what the flywheel's label budget affords; the CNN backend (:mod:`annotator`) needs far
 more. Each fit retrains every category from all labels so far (seconds on CPU).
@@ -44,6 +45,28 @@ def colour_histogram(crops: np.ndarray) -> np.ndarray:
     return out
 
 
+def shape_histogram(crops: np.ndarray, cells: int = 4) -> np.ndarray:
+    """(N, cells*cells*8) gradient-orientation histograms (HOG-like) of the part mask's outline:
+    the silhouette that tells a cap from a sun hat or a backpack from a handbag."""
+    import cv2
+
+    out = np.zeros((len(crops), cells * cells * 8), np.float32)
+    for i, c in enumerate(crops):
+        m = c[3].astype(np.float32) / 255.0
+        gx, gy = cv2.Sobel(m, cv2.CV_32F, 1, 0), cv2.Sobel(m, cv2.CV_32F, 0, 1)
+        mag, ang = np.hypot(gx, gy), (np.arctan2(gy, gx) % np.pi) / np.pi * 8
+        bins = np.minimum(ang.astype(int), 7)
+        s = m.shape[0] // cells
+        for a in range(cells):
+            for b in range(cells):
+                sl = (slice(a * s, (a + 1) * s), slice(b * s, (b + 1) * s))
+                out[i, (a * cells + b) * 8:(a * cells + b + 1) * 8] = np.bincount(bins[sl].ravel(), mag[sl].ravel(), 8)
+        total = out[i].sum()
+        if total > 0:
+            out[i] /= total
+    return out
+
+
 class PartStatsAnnotator:
     """The ``part_stats`` backend (see module docstring); same interface as the CNN backend."""
 
@@ -68,6 +91,7 @@ class PartStatsAnnotator:
         own = [views.stats[:, p], colour_histogram(views.crops[:, p])]
         if self._part_only(self.model_of[category]):
             return np.concatenate(own, 1)
+        own.append(shape_histogram(views.crops[:, p]))
         layout = views.stats[:, :, :6].reshape(len(views), -1)  # presence, area, box of every part
         return np.concatenate([*own, views.stats[:, self.body], layout], 1)
 
