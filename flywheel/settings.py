@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from typing import Annotated, Union
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from flywheel.annotation.iterations import AnnotationSettings

@@ -260,12 +260,9 @@ def snapshot_registry(settings: Settings):
     return DataRegistry(snap.registry_path, snap.remote_url, settings.dvc_command(), snap.name, snap.remote_endpoint_url)
 
 
-def snapshot_rows(settings: Settings) -> list[dict]:
+def snapshot_rows(settings: Settings, annotations: pa.Table, filtered_pool: pa.Table) -> list[dict]:
     """One row per annotated image, joined with its filter scores and its raw record."""
-    annotations = read_annotations(settings)
-    if annotations is None:
-        raise ManifestError(f"{annotations_path(settings)}: no annotations yet (annotate the pool first)")
-    pool = {r["record_id"]: r for r in read_filtered_pool(settings).to_pylist()}
+    pool = {r["record_id"]: r for r in filtered_pool.to_pylist()}
     raw = {r["record_id"]: r for r in all_raw_records(settings).to_pylist()}
     rows = []
     for a in annotations.to_pylist():
@@ -305,7 +302,7 @@ def publish_snapshot(settings: Settings):
                     validate_annotations(annotations, protocol, settings.caption_budget, docs)):
         if not summary.success:
             raise GateFailed(f"{summary.suite} suite failed; not publishing:\n{summary.as_markdown()}")
-    rows = snapshot_rows(settings)
+    rows = snapshot_rows(settings, annotations, pool)
     versions = {r["annotator_version"] for r in annotations.select(["annotator_version"]).to_pylist()}
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
     provenance = {"profile": settings.profile, "annotator": ",".join(sorted(v for v in versions if v)),

@@ -1,15 +1,12 @@
 """The annotation flywheel's parts: captions, labelling ledger, annotator and resumable iterations."""
 
-import cv2
 import numpy as np
 import pytest
 
 from flywheel.annotation.annotator import AnnotatorSettings, AttributeAnnotator
 from flywheel.annotation.captions import approx_clip_tokens, caption_groups, join_caption
-from flywheel.annotation.crops import Views
-from flywheel.annotation.iterations import AnnotationFlywheel, AnnotationSettings, Pool
+from flywheel.annotation.iterations import AnnotationFlywheel, AnnotationSettings
 from flywheel.annotation.labelling import NOT_APPLICABLE, LabelLedger, LabelRequest, OracleLabeller
-from flywheel.synthetic.source import SyntheticConfig, render_sample
 
 
 ANSWERS = {"gender": "woman", "age": "adult", "body_shape": "slim", "person_type": "full body", "pose": "standing",

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from tests.training_samples import synthetic_samples
-from training.attention import AttentionStore, CapturingAttnProcessor, install_capture, select_layers
+from training.attention import AttentionStore, CapturingAttnProcessor, install_capture
 from training.base_model import create_tiny_base, load_base
-from training.data import DaringDataset, DiscretizeSettings, collate
+from training.data import DaringDataset, DiscretizeSettings
 from training.hola import hola_loss
 
 

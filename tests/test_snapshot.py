@@ -4,7 +4,6 @@ versions fetched back with `dvc get`, gates and interrupted publications."""
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np

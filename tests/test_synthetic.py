@@ -3,7 +3,6 @@ from collections import defaultdict
 
 import cv2
 import numpy as np
-import pytest
 from PIL import Image
 
 from flywheel.detect.hog import HogPersonDetector

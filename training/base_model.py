@@ -53,6 +53,18 @@ class BaseModel:
         return self.unet.config.in_channels
 
     @property
+    def latent_size(self) -> tuple[int, int]:
+        """(h, w) of the UNet's input (an int ``sample_size`` means square)."""
+        size = self.unet.config.sample_size
+        return tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(h, w) of the images it generates and trains on."""
+        h, w = self.latent_size
+        return h * self.vae_scale, w * self.vae_scale
+
+    @property
     def vae_scale(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
 
@@ -108,11 +120,10 @@ def load_base(path: str | Path, act_fn: str | None = None) -> BaseModel:
             raise BaseModelError(f"{path}: missing {part}/ (diffusers layout expected)")
     index = json.loads(index_path.read_text())
     sdxl = (path / "text_encoder_2").is_dir()
-    text_cls = CLIPTextModel
     model = BaseModel(
         path=path,
         unet=load_unet(path, act_fn),
-        text_encoder=text_cls.from_pretrained(path / "text_encoder"),
+        text_encoder=CLIPTextModel.from_pretrained(path / "text_encoder"),
         tokenizer=AutoTokenizer.from_pretrained(path / "tokenizer", use_fast=True),
         scheduler=DDPMScheduler.from_pretrained(path / "scheduler"),
         vae=AutoencoderKL.from_pretrained(path / "vae") if (path / "vae").is_dir() and index.get("vae", [None])[0] else None,

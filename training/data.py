@@ -34,6 +34,17 @@ class DiscretizeSettings:
     caption_dropout: float = 0.05
     flip: bool = True
 
+    @classmethod
+    def for_model(cls, base, **overrides) -> "DiscretizeSettings":
+        """Images at the model's size, masks at its UNet input's (latent) size."""
+        (h, w), (mh, mw) = base.image_size, base.latent_size
+        return cls(**{"height": h, "width": w, "mask_height": mh, "mask_width": mw, **overrides})
+
+    @classmethod
+    def for_evaluation(cls, base) -> "DiscretizeSettings":
+        """Held-out items as they are: no flip, no dropout, groups in stored order."""
+        return cls.for_model(base, shuffle_groups=False, group_dropout=0.0, caption_dropout=0.0, flip=False)
+
 
 def flip_table(protocol: Protocol) -> np.ndarray:
     """Class id lookup that swaps left-X and right-X."""
@@ -87,8 +98,7 @@ def token_groups(offsets: list[tuple[int, int]], spans: list[Span]) -> np.ndarra
 class DaringDataset(torch.utils.data.Dataset):
     """Snapshot samples (images, parsing maps, caption groups) as Daring training items."""
 
-    def __init__(self, samples, protocol: Protocol, tokenizer, settings: DiscretizeSettings | None = None,
-                 class_ids_of=None):
+    def __init__(self, samples, protocol: Protocol, tokenizer, settings: DiscretizeSettings | None = None):
         self.s = settings or DiscretizeSettings()
         self.tokenizer = tokenizer
         self.human = set(protocol.human_class_ids)

@@ -23,12 +23,10 @@ class DiffusionPipelineModel(mlflow.pyfunc.PythonModel):
 
         from training.sampling import generate
 
-        unet = self.base.unet
-        h, w = unet.config.sample_size
+        h, w = self.base.image_size
         steps = int((params or {}).get("steps", 25))
         seeds = model_input["seed"].tolist() if "seed" in model_input else list(range(len(model_input)))
-        images = generate(self.base, unet, model_input["prompt"].tolist(), seeds, h * self.base.vae_scale,
-                          w * self.base.vae_scale, steps=steps)
+        images = generate(self.base, self.base.unet, model_input["prompt"].tolist(), seeds, h, w, steps=steps)
         out = []
         for im in images:
             buf = io.BytesIO()

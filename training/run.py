@@ -51,17 +51,17 @@ def _png(image: np.ndarray) -> bytes:
 def attention_figure(base, unet, dataset, store, index: int = 0) -> np.ndarray:
     """One fixed sample: the image, then per masked group its mask above its mean attention map."""
     from training.alignment import group_maps
-    from training.attention import install_capture, remove_capture
+    from training.attention import install_capture
     from training.data import collate
 
     item = dataset[index]
     batch = collate([item])
-    was = {n: p for n, p in unet.attn_processors.items()}
+    was = dict(unet.attn_processors)  # the trainer's own processors go back afterwards
     install_capture(unet, store)
     try:
         maps = group_maps(base, unet, batch, store)[0].cpu().numpy()
     finally:
-        unet.set_attn_processor(was) if was else remove_capture(unet)
+        unet.set_attn_processor(was)
     image = ((item["pixel_values"].permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8)
     groups = [g for g in range(maps.shape[0]) if item["group_valid"][g]]
     import cv2
@@ -111,8 +111,7 @@ def run_training(profile: TrainingProfile, snapshot, protocol, base_dir: Path, o
         seconds = time.perf_counter() - t0
         trained = load_base(result.unet_dir)
         trained.unet.eval()
-        h, w = trained.unet.config.sample_size
-        height, width = h * trained.vae_scale, w * trained.vae_scale
+        height, width = trained.image_size
         prompts = [p for p in s.validation_prompts for _ in profile.validation_seeds]
         seeds = [sd for _ in s.validation_prompts for sd in profile.validation_seeds]
         images = generate(trained, trained.unet, prompts, seeds, height, width, steps=s.validation_steps)
@@ -124,9 +123,7 @@ def run_training(profile: TrainingProfile, snapshot, protocol, base_dir: Path, o
         if held_out:
             from training.data import DiscretizeSettings
 
-            eval_ds = DaringDataset(held_out, protocol, trained.tokenizer,
-                                    DiscretizeSettings(height, width, h, w, shuffle_groups=False, group_dropout=0.0,
-                                                       caption_dropout=0.0, flip=False))
+            eval_ds = DaringDataset(held_out, protocol, trained.tokenizer, DiscretizeSettings.for_evaluation(trained))
             iou = attention_iou(trained, trained.unet, eval_ds, s.attention_levels, s.attention_layers)
             metrics.update({f"attention_{k}": v for k, v in iou.items() if k != "groups"})
         mlflow.log_metrics(metrics)

@@ -26,9 +26,8 @@ def encode_text(base: BaseModel, input_ids: torch.Tensor, input_ids_2: torch.Ten
     out2 = base.text_encoder_2((input_ids_2 if input_ids_2 is not None else input_ids).to(device), output_hidden_states=True)
     hidden = torch.cat([out1.hidden_states[-2], out2.hidden_states[-2]], dim=-1)
     b = input_ids.shape[0]
-    h, w = base.unet.config.sample_size if isinstance(base.unet.config.sample_size, (list, tuple)) else (base.unet.config.sample_size,) * 2
-    size = torch.tensor([h * base.vae_scale, w * base.vae_scale, 0, 0, h * base.vae_scale, w * base.vae_scale],
-                        device=device, dtype=hidden.dtype)
+    h, w = base.image_size
+    size = torch.tensor([h, w, 0, 0, h, w], device=device, dtype=hidden.dtype)
     return hidden, {"text_embeds": out2.text_embeds, "time_ids": size.repeat(b, 1)}
 
 

@@ -40,11 +40,6 @@ class TrainSettings(Model):
     seed: int = 0
     discretize: dict = Field(default_factory=dict, description="DiscretizeSettings fields")
 
-    def discretize_settings(self, height: int, width: int, vae_scale: int):
-        from training.data import DiscretizeSettings
-
-        return DiscretizeSettings(**{"height": height, "width": width, "mask_height": height // vae_scale,
-                                     "mask_width": width // vae_scale, **self.discretize})
 
 
 

@@ -90,10 +90,7 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
     captured = install_capture(unet, store, s.attention_levels, s.attention_layers) if s.beta > 0 else []
     ema = EMAModel([p for p in unet.parameters() if p.requires_grad], decay=s.ema_decay) if s.use_ema else None
 
-    sample_size = unet.config.sample_size
-    lh, lw = sample_size if isinstance(sample_size, (list, tuple)) else (sample_size, sample_size)
-    height, width = lh * base.vae_scale, lw * base.vae_scale
-    dataset = DaringDataset(dataset_samples, protocol, base.tokenizer, s.discretize_settings(height, width, base.vae_scale))
+    dataset = DaringDataset(dataset_samples, protocol, base.tokenizer, DiscretizeSettings.for_model(base, **s.discretize))
     if len(dataset) == 0:
         raise ValueError("training: the snapshot split has no samples")
     loader = torch.utils.data.DataLoader(dataset, batch_size=s.batch_size, shuffle=True, collate_fn=collate, drop_last=len(dataset) >= s.batch_size,
@@ -188,8 +185,9 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
     final = accelerator.unwrap_model(unet)
     if ema is not None:
         ema.copy_to([p for p in final.parameters() if p.requires_grad])
-    if s.lora_rank:
-        final = final.merge_and_unload() if hasattr(final, "merge_and_unload") else _merge_lora(final)
+    if s.lora_rank:  # fold the adapters into the weights: a plain UNet, loadable without peft
+        final.fuse_lora()
+        final.unload_lora()
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     final.set_attn_processor(AttnProcessor2_0())
@@ -198,12 +196,3 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
         base.save(unet_dir, unet=final)
     return TrainResult(output_dir, unet_dir, step, last, history, resumed_from, captured)
 
-
-def _merge_lora(unet):
-    """Fold diffusers/peft LoRA adapters into the base weights (a plain UNet results)."""
-    unet.fuse_lora() if hasattr(unet, "fuse_lora") else None
-    try:
-        unet.unload_lora()
-    except Exception:  # noqa: BLE001 - older diffusers name
-        pass
-    return unet

@@ -172,19 +172,30 @@ class AttributeAnnotator:
         tmp = path / "weights.pt.tmp"
         torch.save(self.net.state_dict(), tmp)
         tmp.replace(path / "weights.pt")
-        (path / "annotator.json").write_text(json.dumps({"backend": self.name, "version": self.version,
-                                                         "settings": self.settings.model_dump(), "categories": self.categories}))
+        write_meta(path, self)
 
     @classmethod
     def load(cls, path: str | Path, protocol: Protocol) -> AttributeAnnotator:
         path = Path(path)
-        meta = json.loads((path / "annotator.json").read_text())
-        if meta["categories"] != list(protocol.categories):
-            raise ValueError(f"{path}: annotator was trained for a different protocol (categories differ)")
+        meta = read_meta(path, protocol)
         obj = cls(protocol, AnnotatorSettings(**meta["settings"]))
         obj.net.load_state_dict(torch.load(path / "weights.pt", map_location="cpu", weights_only=True))
         obj.version = meta["version"]
         return obj
+
+
+def write_meta(path: Path, annotator) -> None:
+    """annotator.json, written after the weights: backend, version, settings, categories."""
+    (path / "annotator.json").write_text(json.dumps({"backend": annotator.name, "version": annotator.version,
+                                                     "settings": annotator.settings.model_dump(),
+                                                     "categories": annotator.categories}))
+
+
+def read_meta(path: Path, protocol: Protocol) -> dict:
+    meta = json.loads((path / "annotator.json").read_text())
+    if meta["categories"] != list(protocol.categories):
+        raise ValueError(f"{path}: annotator was trained for a different protocol (categories differ)")
+    return meta
 
 
 def new_annotator(protocol: Protocol, settings: AnnotatorSettings):

@@ -21,14 +21,13 @@ renormalised over each member's own answers.
 
 from __future__ import annotations
 
-import json
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from flywheel.annotation.annotator import AnnotatorSettings, hierarchical_answers
+from flywheel.annotation.annotator import AnnotatorSettings, hierarchical_answers, read_meta, write_meta
 from flywheel.annotation.crops import Views
 from flywheel.protocol import Protocol
 
@@ -148,15 +147,12 @@ class PartStatsAnnotator:
         tmp = path / "models.pkl.tmp"
         tmp.write_bytes(pickle.dumps(self.models))
         tmp.replace(path / "models.pkl")
-        (path / "annotator.json").write_text(json.dumps({"backend": self.name, "version": self.version,
-                                                         "settings": self.settings.model_dump(), "categories": self.categories}))
+        write_meta(path, self)
 
     @classmethod
     def load(cls, path: str | Path, protocol: Protocol) -> PartStatsAnnotator:
         path = Path(path)
-        meta = json.loads((path / "annotator.json").read_text())
-        if meta["categories"] != list(protocol.categories):
-            raise ValueError(f"{path}: annotator was trained for a different protocol (categories differ)")
+        meta = read_meta(path, protocol)
         obj = cls(protocol, AnnotatorSettings(**meta["settings"]))
         obj.models = pickle.loads((path / "models.pkl").read_bytes())  # written by save() above, never by a user
         obj.version = meta["version"]

@@ -137,21 +137,24 @@ def write_snapshot(rows: Iterable[Mapping], fetch: Callable[[str], bytes], folde
     for key, shard in shards.items():
         by_key[key]["shard"] = shard
         members[shard].append(key)
+    # the content digest covers every member as written and every manifest: tars are
+    # deterministic in their members, so the large shards need not be read back
+    digest = hashlib.sha256()
     for shard in sorted(members):
         path = folder / shard
         path.parent.mkdir(parents=True, exist_ok=True)
         with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
             for key in sorted(members[shard]):
                 r = by_key[key]
-                _add(tar, f"{key}.{_EXT[r['media_type']]}", fetch(r["sha256"]))
-                _add(tar, f"{key}.parsing.png", fetch(r["parsing_sha256"]))
-                _add(tar, f"{key}.json", _sample_json(r))
-    digest = hashlib.sha256()
+                for name, data in ((f"{key}.{_EXT[r['media_type']]}", fetch(r["sha256"])),
+                                   (f"{key}.parsing.png", fetch(r["parsing_sha256"])), (f"{key}.json", _sample_json(r))):
+                    _add(tar, name, data)
+                    digest.update(f"{shard}/{name}".encode())
+                    digest.update(hashlib.sha256(data).digest())
     for split in SPLITS:
         table = SNAPSHOT.table([{c: by_key[k][c] for c in SNAPSHOT.schema.names} for k in keys_by_split[split]])
-        write_manifest(table, folder / "manifests" / f"{split}.parquet", SNAPSHOT)
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode())
+        path = write_manifest(table, folder / "manifests" / f"{split}.parquet", SNAPSHOT)
+        digest.update(f"manifests/{split}".encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return WrittenSnapshot(folder, {s: len(keys_by_split[s]) for s in SPLITS},
                            {s: sorted({shards[k] for k in keys_by_split[s]}) for s in SPLITS}, digest.hexdigest())

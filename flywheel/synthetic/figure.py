@@ -335,7 +335,6 @@ def _top_details(cv: Canvas, sk: Skeleton, top_type: str | None, rgb, neck_w: fl
 
 
 def _head(cv: Canvas, sk: Skeleton, answers: dict, skin, hair_rgb, hair_len: str, woman: bool, rng) -> None:
-    u = sk.unit
     hc, (hw, hh) = sk.head_c, sk.head_ax
     for s in (1, -1):  # ears
         cv.ellipse(hc + (s * hw * 0.98, hh * 0.05), (hw * 0.16, hh * 0.2), FACE, skin)

@@ -41,10 +41,6 @@ def eval_dataset(samples, protocol, base, settings):
     from training.data import DiscretizeSettings
     from training.dual_prior.data import DualPriorDataset
 
-    lh, lw = base.unet.config.sample_size if isinstance(base.unet.config.sample_size, (list, tuple)) else (base.unet.config.sample_size,) * 2
-    map_size = tuple(settings.map_size) if settings.map_size else (lh, lw)
-    return DualPriorDataset(samples, protocol, base.tokenizer,
-                            DiscretizeSettings(lh * base.vae_scale, lw * base.vae_scale, lh, lw, shuffle_groups=False,
-                                               group_dropout=0.0, caption_dropout=0.0, flip=False),
-                            settings.pose_token, map_size, tuple(settings.human_words), settings.body_group,
+    map_size = tuple(settings.map_size) if settings.map_size else base.latent_size
+    return DualPriorDataset(samples, protocol, base.tokenizer, DiscretizeSettings.for_evaluation(base), settings.pose_token, map_size, tuple(settings.human_words), settings.body_group,
                             settings.skeleton_thickness)

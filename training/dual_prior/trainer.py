@@ -34,6 +34,7 @@ from training.attention import AttentionStore, install_capture
 from training.base_model import BaseModel, load_base
 from training.dual_prior.binding import bind_loss, token_maps
 from training.dual_prior.critic import PatchCritic, critic_loss, generator_loss
+from training.data import DiscretizeSettings
 from training.dual_prior.data import DualPriorDataset, collate_dual
 from training.settings import DualPriorSettings
 
@@ -125,13 +126,8 @@ def train_stage(stage: str, s: DualPriorSettings, base_dir: Path, samples, proto
     original_rows = emb.weight.detach().clone()
     store = AttentionStore()
     install_capture(unet, store, s.attention_levels)
-    lh, lw = unet.config.sample_size if isinstance(unet.config.sample_size, (list, tuple)) else (unet.config.sample_size,) * 2
-    map_size = tuple(s.map_size) if s.map_size else (lh, lw)
-    from training.data import DiscretizeSettings
-
-    ds = DualPriorDataset(samples, protocol, base.tokenizer,
-                          DiscretizeSettings(**{"height": lh * base.vae_scale, "width": lw * base.vae_scale, "mask_height": lh,
-                                                "mask_width": lw, **s.discretize}),
+    map_size = tuple(s.map_size) if s.map_size else base.latent_size
+    ds = DualPriorDataset(samples, protocol, base.tokenizer, DiscretizeSettings.for_model(base, **s.discretize),
                           s.pose_token, map_size, tuple(s.human_words), s.body_group, s.skeleton_thickness)
     loader = torch.utils.data.DataLoader(ds, batch_size=s.batch_size, shuffle=True, collate_fn=collate_dual,
                                          drop_last=len(ds) >= s.batch_size, generator=torch.Generator().manual_seed(s.seed))
@@ -178,13 +174,13 @@ def train_stage(stage: str, s: DualPriorSettings, base_dir: Path, samples, proto
             shape_maps = token_maps(maps, batch["human_tokens"].to(x.device), map_size).float()
             pose_maps = token_maps(maps, batch["pose_tokens"].to(x.device), map_size).float()
             shape_mask, pose_mask = batch["shape_mask"].to(x.device), batch["pose_mask"].to(x.device)
-            logs = {"loss_noise": float(loss_noise)}
+            logs = {"loss_noise": loss_noise.item()}
             if stage == "bind":
                 shape = bind_loss(shape_maps, shape_mask, batch["human_tokens"].any(1).to(x.device) & (shape_mask.flatten(1).amax(1) > 0), s.margin_delta)
                 pose = bind_loss(pose_maps, pose_mask, pose_mask.flatten(1).amax(1) > 0, s.margin_delta)
                 loss = loss_noise + s.shape_weight * shape["total"] + s.pose_weight * pose["total"]
-                logs.update({f"shape_{k}": float(v) for k, v in shape.items()})
-                logs.update({f"pose_{k}": float(v) for k, v in pose.items()})
+                logs.update({f"shape_{k}": v.item() for k, v in shape.items()})
+                logs.update({f"pose_{k}": v.item() for k, v in pose.items()})
             else:
                 for _ in range(s.critic_steps):
                     d = {name: critic_loss(critics[name], real, fake, s.gp_weight, s.flip_prob, flip_gen)
@@ -195,8 +191,8 @@ def train_stage(stage: str, s: DualPriorSettings, base_dir: Path, samples, proto
                 g_shape, g_pose = generator_loss(critics["shape"], shape_maps), generator_loss(critics["pose"], pose_maps)
                 loss = loss_noise + g_shape + g_pose
                 for name in ("shape", "pose"):
-                    logs.update({f"critic_{name}_{k}": float(v) for k, v in d[name].items()})
-                logs.update({"gen_shape": float(g_shape), "gen_pose": float(g_pose)})
+                    logs.update({f"critic_{name}_{k}": v.item() for k, v in d[name].items()})
+                logs.update({"gen_shape": g_shape.item(), "gen_pose": g_pose.item()})
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(lora_params, s.max_grad_norm)
             opt_g.step()
