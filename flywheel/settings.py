@@ -28,6 +28,7 @@ from flywheel.sources.web_api import WebApiSourceSettings
 from flywheel.synthetic.source import SyntheticConfig
 from flywheel.tracking import TrackingSettings
 from training.settings import TrainingProfile
+from evaluation.settings import EvaluationSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +66,7 @@ class Settings(BaseSettings):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     snapshot: SnapshotSettings = Field(default_factory=SnapshotSettings)
     training: TrainingProfile = Field(default_factory=TrainingProfile)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     dvc_executable: str = Field(".tools/dvc/bin/dvc", description="DVC command-line tool (isolated environment)")
     preview_size: int = Field(24, ge=0, description="samples in asset preview grids")
 
@@ -91,6 +93,11 @@ class Settings(BaseSettings):
             snap.remote_url = str(self._resolve(Path(snap.remote_url)))
         if self.training.base_model_dir is not None:
             self.training.base_model_dir = self._resolve(self.training.base_model_dir)
+        ev = self.evaluation
+        for name in ("judge_dir", "inception_weights", "clip_dir", "pickscore_dir", "hpsv2_checkpoint"):
+            if getattr(ev, name) is not None:
+                setattr(ev, name, self._resolve(getattr(ev, name)))
+        ev.quality_weights = {k: self._resolve(v) for k, v in ev.quality_weights.items()}
         if self.protocol_path is not None and not self.protocol_path.is_absolute():
             self.protocol_path = (PROJECT_ROOT / self.protocol_path).resolve()
 

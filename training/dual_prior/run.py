@@ -61,7 +61,7 @@ def run_dual_prior(profile, snapshot, protocol, base_dir: Path, output_dir: Path
         torch.set_num_threads(profile.threads)
     train_samples = list(snapshot.samples("train"))
     held_out = list(snapshot.samples("test", limit=profile.eval_samples))
-    run_tags = {"cosmicman.stage": "dual_prior", "git.commit": git_commit(), **snapshot.tracking_tags(), **(tags or {})}
+    run_tags = {"cosmicman.stage": "dual_prior", "cosmicman.variant": "dual-prior", "git.commit": git_commit(), **snapshot.tracking_tags(), **(tags or {})}
 
     def evaluate(model) -> dict[str, float]:
         model.unet.eval()

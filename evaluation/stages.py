@@ -1,0 +1,151 @@
+"""The evaluation stage on the project's settings: what the Dagster asset and the CLI call.
+
+Evaluates the base model and the newest version of every trained variant on the pinned (or
+latest) snapshot, caches each model's result by what it depends on (so a refresh evaluates
+only new versions), logs every metric to the evaluated version's own MLflow run (``eval.*``,
+so MLflow's compare view lines versions up), moves the ``champion`` aliases, and writes the
+comparison report plus one report per version (logged to that version's run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from flywheel.protocol import load_protocol
+from flywheel.settings import Settings
+
+log = logging.getLogger(__name__)
+JUDGE_THRESHOLD = 0.85
+
+
+@dataclass
+class EvaluationResult:
+    report_html: Path
+    report_json: Path
+    run_id: str
+    data: dict
+    version_reports: dict[str, Path]
+
+
+def latest_annotator_dir(settings: Settings) -> Path | None:
+    from flywheel.stages import annotation_folder
+
+    done = sorted((annotation_folder(settings) / "iterations").glob("iter-*/annotator/annotator.json"))
+    return done[-1].parent if done else None
+
+
+def load_judge(settings: Settings, protocol):
+    """(judge or None, note)."""
+    from evaluation.judge import PARSER_NOTE, Judge
+    from flywheel.annotation.annotator import load_annotator
+
+    folder = settings.evaluation.judge_dir or latest_annotator_dir(settings)
+    if folder is None or not (Path(folder) / "annotator.json").exists():
+        return None, f"no trained annotator at {folder or annotation_folder_hint(settings)} (run the annotation flywheel first)"
+    annotator = load_annotator(folder, protocol)
+    judge = Judge(annotator, protocol, settings.annotation.annotator.crop_size)
+    judge.identity = f"{annotator.name} annotator {folder} (version {annotator.version})"
+    return judge, PARSER_NOTE
+
+
+def annotation_folder_hint(settings: Settings) -> str:
+    return str(settings.workspace / "annotation" / "iterations")
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_version: int | None = None) -> EvaluationResult:
+    import mlflow
+
+    from evaluation.calibration import calibrate
+    from evaluation.champion import decide_champion
+    from evaluation.models import base_model, trained_versions
+    from evaluation.prompts import prompt_set
+    from evaluation.report import render_html, report_json
+    from evaluation.run import EvalContext, ModelEvaluation, evaluate_model
+    from flywheel.tracking import flatten, mlflow_run
+    from training.stages import base_model_dir, training_snapshot
+
+    s = settings.evaluation
+    protocol = load_protocol(settings.protocol_path)
+    if settings.training.threads:
+        import torch
+
+        torch.set_num_threads(settings.training.threads)
+    snapshot = training_snapshot(settings, snapshot_version)
+    tag = snapshot.tag or f"v{snapshot.version}"
+    prompts = prompt_set(snapshot.rows("test"), protocol, s.prompts)
+    held_out = list(snapshot.samples("test", limit=max(s.prompts, s.attention_samples)))
+    judge, judge_note = load_judge(settings, protocol)
+    ctx = EvalContext(s, protocol, judge, prompts, held_out, settings.training.train.attention_levels,
+                      settings.training.train.attention_layers)
+    if judge is None:
+        ctx.skipped["judge"] = judge_note
+    root = settings.workspace / "evaluation"
+    mlflow.set_tracking_uri(settings.tracking.tracking_uri)
+    client = mlflow.MlflowClient()
+    registered = [settings.training.registered_model, settings.training.dual_prior.registered_model]
+    models = [base_model(base_model_dir(settings))] + trained_versions(client, registered, snapshot.tag, root / "models")
+
+    identity = ctx.identity()
+    judge_info = {"identity": getattr(judge, "identity", ""), "note": judge_note, "threshold": JUDGE_THRESHOLD, "calibration": {}}
+    if judge is not None and s.judge_calibration_images:
+        cal_file = root / "judge" / f"{_digest([identity['judge'], s.judge_calibration_images, s.judge_calibration_seed])}.json"
+        if not cal_file.exists():
+            cal = calibrate(judge, s.judge_calibration_images, s.judge_calibration_seed, s.bootstrap)
+            cal_file.parent.mkdir(parents=True, exist_ok=True)
+            cal_file.write_text(json.dumps({k: {**v.metrics(), "questions": v.questions, "images": v.prompts}
+                                            for k, v in cal.items()}))
+        judge_info["calibration"] = json.loads(cal_file.read_text())
+
+    evaluations = []
+    for model in models:
+        key = model.key if model.version else f"base-{_digest(str(base_model_dir(settings)))}"
+        folder = root / "results" / f"{key}-{_digest(identity)}"
+        if (folder / "result.json").exists():
+            evaluations.append(ModelEvaluation.load(folder))
+            continue
+        log.info("evaluating %s", model.key)
+        result = evaluate_model(model, ctx)
+        result.save(folder)
+        evaluations.append(result)
+
+    champions = []
+    for name in registered:
+        candidates = {e.version: e.metrics for e in evaluations if e.registered_model == name}
+        if candidates:
+            champions.append(asdict(decide_champion(client, name, candidates, s.champion_metric, s.champion_greater_is_better)))
+    data = report_json({"version": snapshot.version, "tag": snapshot.tag, "data_hash": snapshot.data_hash}, evaluations,
+                       judge_info, champions, ctx.skipped, [{"key": p.key, "caption": p.caption, "questions": p.questions}
+                                                            for p in prompts], s.model_dump(mode="json"))
+    out = root / tag
+    out.mkdir(parents=True, exist_ok=True)
+    report_json_path, report_html_path = out / "report.json", out / "report.html"
+    report_json_path.write_text(json.dumps(data, indent=1, default=str))
+    report_html_path.write_text(render_html(data, evaluations, None, s.grid_prompts))
+    version_reports = {}
+    for e in evaluations:
+        if e.run_id:
+            client.log_batch(e.run_id, metrics=[mlflow.entities.Metric(f"eval.{k}", v, 0, 0) for k, v in e.metrics.items()])
+            path = out / f"report-{e.key}.html"
+            path.write_text(render_html(data, evaluations, e.key, s.grid_prompts))
+            client.log_artifact(e.run_id, str(path), "evaluation")
+            version_reports[e.key] = path
+    run_tags = {"cosmicman.stage": "evaluation", **snapshot.tracking_tags(), **(tags or {})}
+    with mlflow_run(settings.tracking, f"{settings.tracking.experiment_prefix}-evaluation", f"evaluation-{tag}", tags=run_tags) as run:
+        mlflow.log_params(flatten(s.model_dump(mode="json"), "evaluation."))
+        base = next(e for e in evaluations if e.label == "base")
+        mlflow.log_metrics({f"base.{k}": v for k, v in base.metrics.items()})
+        mlflow.log_metrics({f"{e.label}.{k}": v for e in evaluations if e.version for k, v in e.metrics.items()})
+        if judge_info["calibration"]:
+            mlflow.log_metrics({f"judge.{m}.{k}": v for m, d in judge_info["calibration"].items() for k, v in d.items()})
+        mlflow.log_artifact(str(report_html_path), "evaluation")
+        mlflow.log_artifact(str(report_json_path), "evaluation")
+        mlflow.set_tags({f"champion.{c['registered_model']}": c["reason"] for c in champions})
+    return EvaluationResult(report_html_path, report_json_path, run.info.run_id, data, version_reports)
