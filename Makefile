@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DVC_ENV := .tools/dvc
 export DAGSTER_HOME ?= $(CURDIR)/workspace/dagster_home
 
-.PHONY: demo test env ui mlflow-ui label-studio bench clean
+.PHONY: demo test env ui mlflow-ui label-studio bench clean browser evaluate
 
 # The project environment: every pin comes from requirements.lock (generated with
 # `uv pip compile`, see README), installed without resolution so nothing drifts.
@@ -51,6 +51,15 @@ bench: env
 	-$(BIN)/python benchmarks/annotation_flywheel.py
 	-$(BIN)/python benchmarks/daring_overhead.py
 	-$(BIN)/python benchmarks/dual_prior_iou.py
+
+# Headless Chromium for the report-rendering test (Debian's package; needs root or sudo).
+browser:
+	command -v chromium >/dev/null || { $$(command -v sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -qq chromium >/dev/null; }
+
+# Re-evaluate the newest version of every variant (after `make demo` or any training run).
+evaluate: env
+	$(BIN)/cosmicman evaluate
 
 clean:
 	rm -rf workspace

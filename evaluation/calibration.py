@@ -18,9 +18,9 @@ from flywheel.synthetic.scene import render_people
 
 
 def calibration_set(protocol, n: int, seed: int, width: int = 256, height: int = 384):
-    """(images, parsing maps, questions) of ``n`` single-person renders."""
+    """(images, parsing maps, caption questions, true answers) of ``n`` single-person renders."""
     rng = np.random.default_rng(seed)
-    images, maps, questions = [], [], []
+    images, maps, questions, truths = [], [], [], []
     for _ in range(n):
         image, labels, people, _ = render_people(rng, protocol, width, height, 1)
         answers = {c: a for c, a in people[0].answers.items() if c in protocol.categories}
@@ -28,11 +28,12 @@ def calibration_set(protocol, n: int, seed: int, width: int = 256, height: int =
         images.append(image)
         maps.append(labels)
         questions.append(caption_questions(protocol, answers, [g.part for g in groups]))
-    return images, maps, questions
+        truths.append(answers)
+    return images, maps, questions, truths
 
 
 def calibrate(judge: Judge, n: int, seed: int, bootstrap: int = 1000) -> dict[str, SemanticAccuracy]:
     """{'source_parsing': ..., 'generated_parser': ...} accuracies of the judge on ``n`` renders."""
-    images, maps, questions = calibration_set(judge.protocol, n, seed)
+    images, maps, questions, _ = calibration_set(judge.protocol, n, seed)
     return {"source_parsing": semantic_accuracy(judge.protocol, judge.answer(judge.views(images, maps)), questions, bootstrap),
             "generated_parser": semantic_accuracy(judge.protocol, judge.answer(judge.views(images)), questions, bootstrap)}

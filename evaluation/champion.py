@@ -31,11 +31,11 @@ def _value(metrics: dict, metric: str) -> float | None:
 def decide_champion(client, registered_model: str, candidates: dict[str, dict], metric: str,
                     greater_is_better: bool = True, metric_prefix: str = "eval.") -> ChampionDecision:
     """``candidates``: version -> its evaluation metrics."""
-    scored = {v: s for v, m in candidates.items() if (s := _value(m, metric)) is not None}
+    scored = {str(v): s for v, m in candidates.items() if (s := _value(m, metric)) is not None}
     from mlflow.exceptions import MlflowException
 
     try:
-        current = client.get_model_version_by_alias(registered_model, ALIAS).version
+        current = str(client.get_model_version_by_alias(registered_model, ALIAS).version)
     except MlflowException:  # no alias yet (RESOURCE_DOES_NOT_EXIST)
         current = None
     if not scored:

@@ -68,5 +68,5 @@ def trained_versions(client, registered_models: Iterable[str], snapshot_tag: str
             known = newest.get(label)
             if known is None or int(mv.version) > int(known.version):
                 newest[label] = ModelUnderTest(label, lambda n=name, v=mv.version: load_registered(n, v, cache),
-                                               name, mv.version, mv.run_id)
+                                               name, str(mv.version), mv.run_id)
     return sorted(newest.values(), key=lambda m: m.label)

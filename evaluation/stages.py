@@ -27,6 +27,7 @@ class EvaluationResult:
     report_html: Path
     report_json: Path
     run_id: str
+    experiment_id: str
     data: dict
     version_reports: dict[str, Path]
 
@@ -148,4 +149,4 @@ def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_ve
         mlflow.log_artifact(str(report_html_path), "evaluation")
         mlflow.log_artifact(str(report_json_path), "evaluation")
         mlflow.set_tags({f"champion.{c['registered_model']}": c["reason"] for c in champions})
-    return EvaluationResult(report_html_path, report_json_path, run.info.run_id, data, version_reports)
+    return EvaluationResult(report_html_path, report_json_path, run.info.run_id, run.info.experiment_id, data, version_reports)

@@ -222,6 +222,31 @@ def sweep_cmd(profile: Optional[str] = ProfileOpt) -> None:
                       f"final L_noise {run.metrics.get('final_loss_noise', float('nan')):.4f}")
 
 
+@app.command("evaluate")
+def evaluate_cmd(
+    snapshot_version: Optional[int] = typer.Option(None, help="CosmicMan-HQ version; default the profile's, else the latest"),
+    metrics_out: Optional[Path] = typer.Option(None, help="also write every model's metrics here (JSON, for dvc metrics)"),
+    profile: Optional[str] = ProfileOpt,
+) -> None:
+    """Evaluate the base model and each variant's newest version; write the report, move champion aliases."""
+    from evaluation.stages import evaluate
+
+    result = evaluate(_settings(profile), snapshot_version=snapshot_version)
+    table = Table("model", "version", "Acc_all [95% CI]", "attention IoU", "PIQE", "skipped")
+    for m in result.data["models"]:
+        x = m["metrics"]
+        acc = f"{x['acc_all']:.3f} [{x['acc_all_ci_low']:.3f}, {x['acc_all_ci_high']:.3f}]" if "acc_all" in x else "not computed"
+        table.add_row(m["label"], m["version"] or "-", acc, f"{x['attention_iou']:.3f}" if "attention_iou" in x else "not computed",
+                      f"{x['piqe']:.1f}" if "piqe" in x else "not computed", ", ".join(sorted(m["skipped"])))
+    console.print(table)
+    for c in result.data["champions"]:
+        console.print(f"{c['registered_model']}: {c['reason']}")
+    if metrics_out:
+        metrics_out.parent.mkdir(parents=True, exist_ok=True)
+        metrics_out.write_text(json.dumps({m["label"]: m["metrics"] for m in result.data["models"]}, indent=1, sort_keys=True))
+    console.print(f"report: {result.report_html} (MLflow run {result.run_id})")
+
+
 @app.command("settings")
 def show_settings(profile: Optional[str] = ProfileOpt) -> None:
     """Print the resolved settings of a profile (after environment overrides)."""

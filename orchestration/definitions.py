@@ -2,13 +2,13 @@
 
 import dagster as dg
 
-from assets import annotation, filtering, snapshot, sourcing, training
+from assets import annotation, evaluation, filtering, snapshot, sourcing, training
 from orchestration.resources import FlywheelResource
 from orchestration.schedules import raw_refresh_job, weekly_source_refresh
 from orchestration.sensors import annotation_job, next_annotation_iteration, pool_below_lower_bound
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([sourcing, filtering, annotation, snapshot, training]),
+    assets=dg.load_assets_from_modules([sourcing, filtering, annotation, snapshot, training, evaluation]),
     asset_checks=dg.load_asset_checks_from_modules([filtering, annotation, snapshot]),
     jobs=[raw_refresh_job, annotation_job],
     schedules=[weekly_source_refresh],

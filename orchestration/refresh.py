@@ -24,7 +24,8 @@ def run_requests(keys: list[str], reason: str) -> list[dg.RunRequest]:
 
 def main() -> int:
     """Refresh every source, filter, turn the annotation flywheel until it stops, annotate the
-    pool, publish the next CosmicMan-HQ version and train the plain fine-tune, Daring and the dual-prior model on it: in this process, against the instance in $DAGSTER_HOME."""
+    pool, publish the next CosmicMan-HQ version, train the plain fine-tune, Daring and the dual-prior model on it and
+    write the evaluation report comparing them with the base model: in this process, against the instance in $DAGSTER_HOME."""
     from flywheel.stages import annotation_folder
     from orchestration.definitions import defs
 
@@ -62,7 +63,11 @@ def main() -> int:
         k += 1
     ok = materialize(["annotated_pool"]) and materialize(["cosmicman_hq_snapshot"])
     trained = all(materialize([key]) for key in ("plain_finetune_checkpoint", "daring_checkpoint", "adversarial_checkpoint"))
-    return 0 if ok and trained else 1
+    evaluated = trained and materialize(["evaluation_report"])
+    if evaluated:
+        event = instance.get_latest_materialization_event(dg.AssetKey("evaluation_report"))
+        print(f"refresh: evaluation report at {event.asset_materialization.metadata['report'].value}")
+    return 0 if ok and evaluated else 1
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """The annotation flywheel's parts: captions, labelling ledger, annotator and resumable iterations."""
 
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -222,3 +226,56 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
     model = mlflow.pyfunc.load_model(f"models:/{dual.model_name}/{dual.model_version}")
     pngs = model.predict(pd.DataFrame({"prompt": ["a woman, <sds>"], "seed": [0]}), params={"steps": 2})
     assert pngs[0][:4] == b"\x89PNG"
+
+    # evaluation: base, plain fine-tune (β = 0), Daring and the dual prior side by side
+    plain = train_variant(settings, "plain-finetune", beta=0.0)
+    from assets.evaluation import evaluation_report
+
+    result = dg.materialize([evaluation_report], resources={"flywheel": FlywheelResource()},
+                            selection=[evaluation_report.key])
+    assert result.success
+    meta = result.asset_materializations_for_node("evaluation_report")[0].metadata
+    report = Path(meta["report"].value)
+    data = json.loads(Path(meta["report_json"].value).read_text())
+    labels = {m["label"]: m for m in data["models"]}
+    assert set(labels) == {"base", "plain-finetune", "daring", "dual-prior"}
+    assert labels["daring"]["version"] == trained.model_version and labels["plain-finetune"]["version"] == plain.model_version
+    for m in labels.values():
+        x = m["metrics"]
+        assert 0.0 <= x["acc_all_ci_low"] <= x["acc_all"] <= x["acc_all_ci_high"] <= 1.0
+        assert x["piqe"] > 0 and "fd_judge" in x and "kid_judge" in x and 0.0 <= x["attention_iou"] <= 1.0
+        assert "fid" not in x and "clipscore" not in x  # no local weights: not computed, never 0
+        assert "no local CLIP directory" in m["skipped"]["clipscore"] and "needs local weights" in m["skipped"]["liqe"]
+        assert not m["has_vae"]
+    assert "Inception" in data["skipped"]["fid"]
+    assert data["judge"]["calibration"]["source_parsing"]["images"] == 6
+    # every metric sits on the evaluated version's own run; the champion alias moved with a reason
+    daring_run = client.get_run(trained.run_id)
+    assert daring_run.data.metrics["eval.acc_all"] == pytest.approx(labels["daring"]["metrics"]["acc_all"])
+    assert "evaluation" in {a.path for a in client.list_artifacts(trained.run_id)}
+    champion = client.get_model_version_by_alias(trained.model_name, "champion")
+    assert str(champion.version) in {trained.model_version, plain.model_version} and champion.tags["champion.reason"]
+    decision = next(c for c in data["champions"] if c["registered_model"] == trained.model_name)
+    assert decision["moved"] and decision["champion"] == str(champion.version)
+
+    # the page is self-contained and renders in headless Chromium with its table and grids
+    from tests.browser import render
+
+    html = report.read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing fetched: images are inlined
+    dom = render(report, tmp_path / "report.png")
+    assert 'id="metrics"' in dom and 'id="grids"' in dom and dom.count("data:image/png;base64") >= 4 * 2
+    from PIL import Image
+
+    shot = np.asarray(Image.open(tmp_path / "report.png").convert("L"))
+    assert shot.shape == (2400, 1400) and shot.std() > 10  # not a blank page
+
+    # an empty prompt subset: nothing generated, every model still evaluated, the reason reported
+    from evaluation.stages import evaluate
+
+    settings.evaluation.prompts = 0
+    empty = evaluate(settings)
+    for m in empty.data["models"]:
+        assert "acc_all" not in m["metrics"] and "empty" in m["skipped"]["generation"]
+        assert "attention_iou" in m["metrics"]
+    assert "no image grid" in empty.report_html.read_text()
