@@ -3,7 +3,11 @@ re-evaluated whenever a training asset produces a new version (cached per versio
 
 import dagster as dg
 
-from assets.training import adversarial_checkpoint, daring_checkpoint, plain_finetune_checkpoint
+from assets.training import (
+    adversarial_checkpoint,
+    daring_checkpoint,
+    plain_finetune_checkpoint,
+)
 from evaluation.stages import JUDGE_THRESHOLD, evaluate
 from orchestration.resources import FlywheelResource
 

@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 
 from evaluation.champion import decide_champion
-from evaluation.image_metrics import distribution_metrics, frechet_distance, kernel_inception_distance
+from evaluation.image_metrics import (
+    distribution_metrics,
+    frechet_distance,
+    kernel_inception_distance,
+)
 from evaluation.judge import semantic_accuracy
 from evaluation.prompts import caption_questions
 
