@@ -15,6 +15,9 @@ from orchestration.resources import FlywheelResource
 @dg.asset(group_name="evaluation", kinds={"pytorch", "mlflow", "html"}, pool="accelerator",
           deps=[plain_finetune_checkpoint, daring_checkpoint, adversarial_checkpoint],
           automation_condition=dg.AutomationCondition.eager(),
+          check_specs=[dg.AssetCheckSpec("judge_accuracy", asset="evaluation_report",
+                                         description=f"the judge scores >= {JUDGE_THRESHOLD} Acc_all on real synthetic "
+                                         "images with their parsing maps (else semantic accuracy is indicative only)")],
           description="Evaluation report: semantic accuracy (annotator as judge, 95% CI), attention IoU, PIQE, FD/KID, "
           "text-image alignment where weights exist; metrics on each version's MLflow run; champion aliases moved.")
 def evaluation_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
@@ -33,6 +36,11 @@ def evaluation_report(context: dg.AssetExecutionContext, flywheel: FlywheelResou
                   "mlflow_run": dg.MetadataValue.url(f"{ui}/#/experiments/{result.experiment_id}/runs/{result.run_id}"),
                   "metrics": dg.MetadataValue.md("\n".join(lines)),
                   "judge_acc_all": dg.MetadataValue.float(judge if judge is not None else float("nan")),
-                  "judge_trustworthy": dg.MetadataValue.bool(judge is not None and judge >= JUDGE_THRESHOLD),
                   "champions": dg.MetadataValue.json(result.data["champions"]),
-                  "skipped": dg.MetadataValue.json(result.data["skipped"])})
+                  "skipped": dg.MetadataValue.json(result.data["skipped"])},
+        check_results=[dg.AssetCheckResult(
+            check_name="judge_accuracy", passed=bool(judge is not None and judge >= JUDGE_THRESHOLD),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"acc_all": dg.MetadataValue.float(judge if judge is not None else float("nan")),
+                      "through_generated_image_parser": dg.MetadataValue.float(
+                          result.data["judge"]["calibration"].get("generated_parser", {}).get("acc_all", float("nan")))})])

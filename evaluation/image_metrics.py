@@ -73,16 +73,19 @@ class InceptionFeatures:
             return self.model((x - mean) / std).numpy().astype(np.float64)
 
 
-def project(generated: np.ndarray, real: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
+def project(generated: np.ndarray, real: np.ndarray, components: int, min_std: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """Both sets standardised by the real set's statistics and projected on its top principal
     components: hand-made features differ wildly in scale, and a covariance estimated from
-    tens of images is singular in hundreds of dimensions."""
-    mean, std = real.mean(0), real.std(0)
-    std[std < 1e-8] = 1.0
+    tens of images is singular in hundreds of dimensions; the components are whitened. The judge's features are shares,
+    positions and colours in [0, 1]; ``min_std`` keeps a feature that is nearly constant on real
+    images from turning a small difference into an enormous distance."""
+    mean, std = real.mean(0), np.maximum(real.std(0), min_std)
     g, r = (generated - mean) / std, (real - mean) / std
     k = min(components, len(real) - 1, r.shape[1])
     _, _, vt = np.linalg.svd(r, full_matrices=False)
-    return g @ vt[:k].T, r @ vt[:k].T
+    g, r = g @ vt[:k].T, r @ vt[:k].T
+    scale = np.maximum(r.std(0), 1e-8)  # whitened: unit variance per component on real images, as KID's kernel expects
+    return g / scale, r / scale
 
 
 def distribution_metrics(generated: np.ndarray, real: np.ndarray, space: str, components: int = 16) -> dict[str, float]:

@@ -1,8 +1,9 @@
 """The judge: the flywheel's trained annotator answering a caption's questions about an image.
 
-A generated image has no parsing map, so the judge parses it the way the pool parses an
-image without one (no weights): the largest HOG person detection (else the whole frame) and
-a Haar face inside it give the boxes for :func:`geometric_parsing`. Real images can be judged
+A generated image has no parsing map, so the judge parses it: with a parser learned from the
+snapshot's own maps (:mod:`evaluation.parser`, the default in the evaluation stage), or without
+weights the way the pool parses an image without a map: the largest HOG person detection (else
+the whole frame) and a Haar face inside it give the boxes for :func:`geometric_parsing`. Real images can be judged
 with their own maps (the judge's ceiling) or through the same parser (what applies to
 generated images); the calibration reports both.
 """
@@ -38,13 +39,13 @@ class GeneratedImageParser:
 
 
 class Judge:
-    def __init__(self, annotator, protocol: Protocol, crop_size: int = 48):
+    """``parser``: anything with ``parse(image) -> map`` for images without one (default the
+    no-weights :class:`GeneratedImageParser`; see :mod:`evaluation.parser` for a learned one)."""
+
+    def __init__(self, annotator, protocol: Protocol, crop_size: int = 48, parser=None, parser_note: str = PARSER_NOTE):
         self.annotator, self.protocol, self.crop_size = annotator, protocol, crop_size
-        self._parser: GeneratedImageParser | None = None
+        self._parser, self.parser_note = parser, parser_note
         self.identity = f"{getattr(annotator, 'name', 'annotator')} version {getattr(annotator, 'version', '?')}"
-        human = set(protocol.human_class_ids)
-        # the part covering every human class: its presence says the parser found a person
-        self.body_part = next((i for i, p in enumerate(protocol.parts.values()) if set(p.class_ids) == human), 0)
 
     def parse(self, image: np.ndarray) -> np.ndarray:
         if self._parser is None:

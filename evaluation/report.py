@@ -16,21 +16,21 @@ from evaluation.run import ModelEvaluation, _png
 
 # (metric key, column title, True if higher is better)
 COLUMNS = [("acc_all", "Acc_all", True), ("acc_object", "Acc_obj", True), ("acc_texture", "Acc_tex", True),
-           ("acc_shape", "Acc_shape", True), ("person_found", "person found", True), ("attention_iou", "Attn IoU", True), ("attention_iou_body", "IoU body", True),
+           ("acc_shape", "Acc_shape", True), ("attention_iou", "Attn IoU", True), ("attention_iou_body", "IoU body", True),
            ("attention_iou_outfit", "IoU outfit", True), ("piqe", "PIQE", False), ("liqe", "LIQE", True),
            ("musiq", "MUSIQ", True), ("fid", "FID", False), ("kid", "KID", False), ("fd_judge", "FD_judge", False),
            ("kid_judge", "KID_judge", False), ("clipscore", "CLIPScore", True), ("pickscore", "PickScore", True),
            ("hpsv2", "HPSv2", True)]
 _SKIP_KEYS = {"acc_all": "semantic_accuracy", "acc_object": "semantic_accuracy", "acc_texture": "semantic_accuracy",
-              "acc_shape": "semantic_accuracy", "person_found": "semantic_accuracy", "attention_iou": "attention_iou", "attention_iou_body": "attention_iou",
+              "acc_shape": "semantic_accuracy", "attention_iou": "attention_iou", "attention_iou_body": "attention_iou",
               "attention_iou_outfit": "attention_iou", "fd_judge": "fd_kid", "kid_judge": "fd_kid"}
 
 CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0 20px}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;font-size:13px}th{background:#f3f3f3}
 td.name,th.name{text-align:left}tr.highlight td{background:#fff7d6;font-weight:600}.nc{color:#999}
 .best{color:#0a6b2b}.warn{background:#fde8e8;border:1px solid #e99;padding:8px;margin:8px 0}
-.grid td{padding:2px}.grid img{image-rendering:pixelated;width:96px}.caption{max-width:360px;text-align:left;font-size:12px}
-img.att{image-rendering:pixelated;height:160px}h2{margin-top:28px}"""
+.grid td{padding:2px;text-align:center}.grid img{image-rendering:pixelated;width:96px}.caption{max-width:360px;text-align:left;font-size:12px}
+img.att{image-rendering:pixelated;height:240px}h2{margin-top:28px}"""
 
 
 def _img(png: bytes, cls: str = "", title: str = "") -> str:
@@ -149,8 +149,8 @@ guidance {data['settings'].get('guidance_scale')}.{' Pixel-space models (no VAE)
 <h2>Judge</h2>{_judge_section(data['judge'])}
 <h2>Champion</h2><ul id="champions">{champions or '<li class="nc">no registered model evaluated</li>'}</ul>
 <h2>Samples (same prompts and seeds)</h2>{''.join(grid)}
-<h2>Attention maps</h2><p>One held-out sample: the image and each group's mask (top) above the group's mean
-cross-attention map (bottom).</p>{attention}
+<h2>Attention maps</h2><p>One held-out sample: the image, then per caption group its mask (top row), the group's
+mean cross-attention map (middle) and the map overlaid on the image (bottom).</p>{attention}
 <h2>Per-category accuracy</h2>{_category_bars(data['models'])}
 <h2>Skipped</h2><ul id="skipped">{''.join(skipped) or '<li>nothing</li>'}</ul>
 </body></html>"""

@@ -28,7 +28,7 @@ from evaluation.text_alignment import alignment_scores
 from flywheel.backends import BackendUnavailable
 
 # part of every cached result's key: bump when a metric's definition changes
-METRICS_VERSION = 2
+METRICS_VERSION = 3
 
 
 @dataclass
@@ -73,7 +73,7 @@ class EvalContext:
 
     def identity(self) -> dict:
         """What an evaluation's numbers depend on besides the model (the result cache key)."""
-        judge = getattr(self.judge, "identity", None) if self.judge else None
+        judge = [getattr(self.judge, "identity", None), self.judge.parser_note] if self.judge else None
         return {"metrics_version": METRICS_VERSION, "settings": self.settings.model_dump(mode="json"), "prompts": [p.key for p in self.prompts],
                 "held_out": [s.key for s in self.held_out], "judge": judge,
                 "attention": [self.attention_levels, self.attention_layers]}
@@ -158,7 +158,6 @@ def evaluate_model(model: ModelUnderTest, ctx: EvalContext) -> ModelEvaluation:
         out.skipped["semantic_accuracy"] = "no prompts"
     else:
         views = ctx.judge.views(list(out.images))
-        out.metrics["person_found"] = float((views.stats[:, ctx.judge.body_part, 0] > 0).mean())
         acc = semantic_accuracy(ctx.protocol, ctx.judge.answer(views), [p.questions for p in prompts], s.bootstrap)
         out.metrics.update(acc.metrics())
         out.per_category = acc.per_category

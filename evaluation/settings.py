@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -14,6 +15,10 @@ class EvaluationSettings(BaseModel):
     guidance_scale: float = Field(4.0, ge=0)
     grid_prompts: int = Field(8, ge=0, description="prompts shown side by side in the report's image grid")
     attention_samples: int = Field(48, ge=0, description="held-out real samples for the attention-mask IoU")
+    parser: Literal["learned", "geometric"] = Field("learned", description="how the judge parses generated images: "
+                                                   "a parser trained on the snapshot's train maps, or the no-weights fallback")
+    parser_steps: int = Field(1500, ge=1, description="training steps of the learned parser (cached per snapshot)")
+    parser_size: tuple[int, int] = Field((96, 64), description="(height, width) the learned parser works at")
     judge_dir: Path | None = Field(None, description="annotator directory used as the judge; default the flywheel's latest")
     judge_calibration_images: int = Field(200, ge=0, description="fresh synthetic images with ground truth on which "
                                           "the judge's own accuracy is measured")

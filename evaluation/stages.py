@@ -39,18 +39,42 @@ def latest_annotator_dir(settings: Settings) -> Path | None:
     return done[-1].parent if done else None
 
 
-def load_judge(settings: Settings, protocol):
+def judge_parser(settings: Settings, snapshot, held_out: list, protocol, root: Path) -> tuple[object, str]:
+    """(parser for generated images, a note saying which and how good)."""
+    from evaluation.judge import PARSER_NOTE, GeneratedImageParser
+    from evaluation.parser import LearnedParser, pooled_miou
+    from training.data import flip_table
+
+    s = settings.evaluation
+    if s.parser == "geometric":
+        return GeneratedImageParser(), PARSER_NOTE
+    tag = snapshot.tag or f"v{snapshot.version}"
+    folder = root / "parser" / f"{tag}-{_digest([s.parser_size, s.parser_steps, snapshot.data_hash])}"
+    if not (folder / "metrics.json").exists():
+        parser = LearnedParser(s.parser_size)
+        log.info("training the judge's parser on %s's train maps (%d steps)", tag, s.parser_steps)
+        loss = parser.fit([(x.image, x.parsing) for x in snapshot.samples("train")], flip_table(protocol), s.parser_steps)
+        miou = pooled_miou(parser, [(x.image, x.parsing) for x in held_out])
+        parser.save(folder)
+        (folder / "metrics.json").write_text(json.dumps({"loss": loss, "test_miou": miou, "test_images": len(held_out)}))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return LearnedParser.load(folder), (f"generated images are parsed by a parser learned on {tag}'s train maps "
+                                        f"({s.parser_steps} steps; mIoU {metrics['test_miou']:.3f} on "
+                                        f"{metrics['test_images']} test images); parser {folder.name}")
+
+
+def load_judge(settings: Settings, protocol, parser=None, parser_note: str = ""):
     """(judge or None, note)."""
-    from evaluation.judge import PARSER_NOTE, Judge
+    from evaluation.judge import Judge
     from flywheel.annotation.annotator import load_annotator
 
     folder = settings.evaluation.judge_dir or latest_annotator_dir(settings)
     if folder is None or not (Path(folder) / "annotator.json").exists():
         return None, f"no trained annotator at {folder or annotation_folder_hint(settings)} (run the annotation flywheel first)"
     annotator = load_annotator(folder, protocol)
-    judge = Judge(annotator, protocol, settings.annotation.annotator.crop_size)
+    judge = Judge(annotator, protocol, settings.annotation.annotator.crop_size, parser, parser_note)
     judge.identity = f"{annotator.name} annotator {folder} (version {annotator.version})"
-    return judge, PARSER_NOTE
+    return judge, judge.parser_note
 
 
 def annotation_folder_hint(settings: Settings) -> str:
@@ -83,12 +107,14 @@ def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_ve
     tag = snapshot.tag or f"v{snapshot.version}"
     prompts = prompt_set(snapshot.rows("test"), protocol, s.prompts)
     held_out = list(snapshot.samples("test", limit=max(s.prompts, s.attention_samples)))
-    judge, judge_note = load_judge(settings, protocol)
+    root = settings.workspace / "evaluation"
+    judge, judge_note = None, f"no trained annotator at {annotation_folder_hint(settings)} (run the annotation flywheel first)"
+    if settings.evaluation.judge_dir or latest_annotator_dir(settings):
+        judge, judge_note = load_judge(settings, protocol, *judge_parser(settings, snapshot, held_out, protocol, root))
     ctx = EvalContext(s, protocol, judge, prompts, held_out, settings.training.train.attention_levels,
                       settings.training.train.attention_layers)
     if judge is None:
         ctx.skipped["judge"] = judge_note
-    root = settings.workspace / "evaluation"
     mlflow.set_tracking_uri(settings.tracking.tracking_uri)
     client = mlflow.MlflowClient()
     registered = [settings.training.registered_model, settings.training.dual_prior.registered_model]

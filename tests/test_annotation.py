@@ -238,6 +238,10 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
     report = Path(meta["report"].value)
     data = json.loads(Path(meta["report_json"].value).read_text())
     labels = {m["label"]: m for m in data["models"]}
+    (check,) = result.get_asset_check_evaluations()
+    judge_acc = data["judge"]["calibration"]["source_parsing"]["acc_all"]
+    assert check.check_name == "judge_accuracy" and check.passed == (judge_acc >= 0.85)
+    assert check.metadata["acc_all"].value == pytest.approx(judge_acc)
     assert set(labels) == {"base", "plain-finetune", "daring", "dual-prior"}
     assert labels["daring"]["version"] == trained.model_version and labels["plain-finetune"]["version"] == plain.model_version
     for m in labels.values():

@@ -118,3 +118,23 @@ def test_judge_trained_as_the_flywheel_trains_it_scores_85_percent_on_real_synth
     assert lo <= source.accuracy["acc_all"] <= hi
     # through the generated-image parser the same judge is weaker; the report shows both
     assert result["generated_parser"].accuracy["acc_all"] < source.accuracy["acc_all"]
+
+
+@pytest.mark.slow
+def test_learned_parser_beats_the_geometric_fallback_and_round_trips(protocol, tmp_path):
+    from evaluation.calibration import calibration_set
+    from evaluation.judge import GeneratedImageParser
+    from evaluation.parser import LearnedParser, pooled_miou
+    from training.data import flip_table
+
+    images, maps, _, _ = calibration_set(protocol, 300, seed=3, width=128, height=192)
+    train, test = list(zip(images[:256], maps[:256])), list(zip(images[256:], maps[256:]))
+    parser = LearnedParser((96, 64), width=24)
+    loss = parser.fit(train, flip_table(protocol), steps=500, batch_size=16)
+    assert np.isfinite(loss)
+    learned, fallback = pooled_miou(parser, test), pooled_miou(GeneratedImageParser(), test)
+    assert learned > fallback + 0.08, (learned, fallback)
+    assert parser.parse(images[0]).shape == maps[0].shape
+    parser.save(tmp_path / "p")
+    again = LearnedParser.load(tmp_path / "p")
+    assert np.array_equal(again.parse(images[-1]), parser.parse(images[-1]))

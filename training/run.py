@@ -49,7 +49,8 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def attention_figure(base, unet, dataset, store, index: int = 0) -> np.ndarray:
-    """One fixed sample: the image, then per masked group its mask above its mean attention map."""
+    """One fixed sample: the image, then per masked group its mask, its mean attention map, and
+    that map overlaid on the image (three rows)."""
     from training.alignment import group_maps
     from training.attention import install_capture
     from training.data import collate
@@ -67,13 +68,16 @@ def attention_figure(base, unet, dataset, store, index: int = 0) -> np.ndarray:
     import cv2
 
     h, w = image.shape[:2]
-    tiles_top, tiles_bottom = [image], [np.full_like(image, 255)]
+    blank = np.full_like(image, 255)
+    rows = [[image], [blank], [blank]]
     for g in groups:
         mask = cv2.resize((item["masks"][g].numpy() * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
         att = cv2.resize((np.clip(maps[g], 0, 1) * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
-        tiles_top.append(np.repeat(mask[..., None], 3, -1))
-        tiles_bottom.append(cv2.applyColorMap(att, cv2.COLORMAP_VIRIDIS)[..., ::-1])
-    return np.concatenate([np.concatenate(tiles_top, 1), np.concatenate(tiles_bottom, 1)], 0)
+        heat = cv2.applyColorMap(att, cv2.COLORMAP_VIRIDIS)[..., ::-1]
+        rows[0].append(np.repeat(mask[..., None], 3, -1))
+        rows[1].append(heat)
+        rows[2].append((0.45 * image + 0.55 * heat).astype(np.uint8))
+    return np.concatenate([np.concatenate(r, 1) for r in rows], 0)
 
 
 def run_training(profile: TrainingProfile, snapshot, protocol, base_dir: Path, output_dir: Path, tracking, experiment: str,
