@@ -232,12 +232,12 @@ def evaluate_cmd(
     from evaluation.stages import evaluate
 
     result = evaluate(_settings(profile), snapshot_version=snapshot_version)
-    table = Table("model", "version", "Acc_all [95% CI]", "attention IoU", "PIQE", "skipped")
+    table = Table("model", "version", "Acc_all [95% CI]", "attention IoU", "PIQE", "skipped (see report)")
     for m in result.data["models"]:
         x = m["metrics"]
         acc = f"{x['acc_all']:.3f} [{x['acc_all_ci_low']:.3f}, {x['acc_all_ci_high']:.3f}]" if "acc_all" in x else "not computed"
         table.add_row(m["label"], m["version"] or "-", acc, f"{x['attention_iou']:.3f}" if "attention_iou" in x else "not computed",
-                      f"{x['piqe']:.1f}" if "piqe" in x else "not computed", ", ".join(sorted(m["skipped"])))
+                      f"{x['piqe']:.1f}" if "piqe" in x else "not computed", str(len(m["skipped"])))
     console.print(table)
     for c in result.data["champions"]:
         console.print(f"{c['registered_model']}: {c['reason']}")
