@@ -59,7 +59,8 @@ def _metric_table(data: dict, highlight: str | None) -> str:
         for key, _, hi in cols:
             v = m["metrics"].get(key)
             if v is None or (isinstance(v, float) and math.isnan(v)):
-                why = m["skipped"].get(_SKIP_KEYS.get(key, key)) or data["skipped"].get(key) or "not computed"
+                why = (m["skipped"].get(_SKIP_KEYS.get(key, key)) or m["skipped"].get("evaluation")
+                       or data["skipped"].get(key) or "not computed")
                 cells.append(f'<td class="nc" title="{html.escape(why)}">not computed</td>')
                 continue
             values = [x["metrics"][key] for x in models if isinstance(x["metrics"].get(key), (int, float))]

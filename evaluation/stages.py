@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -85,15 +86,54 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def judge_calibration(judge, s, root: Path, judge_identity) -> dict:
+    """The judge's accuracy on fresh synthetic renders (cached per judge and parser)."""
+    from evaluation.calibration import calibrate
+
+    if not s.judge_calibration_images:
+        return {}
+    path = root / "judge" / f"{_digest([judge_identity, s.judge_calibration_images, s.judge_calibration_seed])}.json"
+    if not path.exists():
+        cal = calibrate(judge, s.judge_calibration_images, s.judge_calibration_seed, s.bootstrap)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write(path, json.dumps({k: {**v.metrics(), "questions": v.questions, "images": v.prompts} for k, v in cal.items()}))
+    return json.loads(path.read_text())
+
+
+def evaluate_cached(model, ctx, results: Path, identity: dict, base_dir: Path):
+    """One model's evaluation, from the cache when its inputs are unchanged. A model that fails
+    is reported with the reason (and not cached) while the others are evaluated."""
+    from evaluation.run import ModelEvaluation, evaluate_model
+
+    key = model.key if model.version else f"base-{_digest(str(base_dir))}"
+    folder = results / f"{key}-{_digest(identity)}"
+    if (folder / "result.json").exists():
+        return ModelEvaluation.load(folder)
+    log.info("evaluating %s", model.key)
+    try:
+        result = evaluate_model(model, ctx)
+    except Exception as exc:  # one broken version must not hide the others' results
+        log.exception("evaluating %s failed", model.key)
+        return ModelEvaluation(model.label, model.key, model.registered_model, model.version, model.run_id,
+                               skipped={"evaluation": f"failed: {type(exc).__name__}: {exc}"})
+    result.save(folder)
+    return result
+
+
 def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_version: int | None = None) -> EvaluationResult:
     import mlflow
 
-    from evaluation.calibration import calibrate
     from evaluation.champion import decide_champion
     from evaluation.models import base_model, trained_versions
     from evaluation.prompts import prompt_set
     from evaluation.report import render_html, report_json
-    from evaluation.run import EvalContext, ModelEvaluation, evaluate_model
+    from evaluation.run import EvalContext
     from flywheel.tracking import flatten, mlflow_run
     from training.stages import base_model_dir, training_snapshot
 
@@ -121,27 +161,9 @@ def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_ve
     models = [base_model(base_model_dir(settings))] + trained_versions(client, registered, snapshot.tag, root / "models")
 
     identity = ctx.identity()
-    judge_info = {"identity": getattr(judge, "identity", ""), "note": judge_note, "threshold": JUDGE_THRESHOLD, "calibration": {}}
-    if judge is not None and s.judge_calibration_images:
-        cal_file = root / "judge" / f"{_digest([identity['judge'], s.judge_calibration_images, s.judge_calibration_seed])}.json"
-        if not cal_file.exists():
-            cal = calibrate(judge, s.judge_calibration_images, s.judge_calibration_seed, s.bootstrap)
-            cal_file.parent.mkdir(parents=True, exist_ok=True)
-            cal_file.write_text(json.dumps({k: {**v.metrics(), "questions": v.questions, "images": v.prompts}
-                                            for k, v in cal.items()}))
-        judge_info["calibration"] = json.loads(cal_file.read_text())
-
-    evaluations = []
-    for model in models:
-        key = model.key if model.version else f"base-{_digest(str(base_model_dir(settings)))}"
-        folder = root / "results" / f"{key}-{_digest(identity)}"
-        if (folder / "result.json").exists():
-            evaluations.append(ModelEvaluation.load(folder))
-            continue
-        log.info("evaluating %s", model.key)
-        result = evaluate_model(model, ctx)
-        result.save(folder)
-        evaluations.append(result)
+    judge_info = {"identity": getattr(judge, "identity", ""), "note": judge_note, "threshold": JUDGE_THRESHOLD,
+                  "calibration": judge_calibration(judge, s, root, identity["judge"]) if judge is not None else {}}
+    evaluations = [evaluate_cached(model, ctx, root / "results", identity, base_model_dir(settings)) for model in models]
 
     champions = []
     for name in registered:
@@ -154,14 +176,15 @@ def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_ve
     out = root / tag
     out.mkdir(parents=True, exist_ok=True)
     report_json_path, report_html_path = out / "report.json", out / "report.html"
-    report_json_path.write_text(json.dumps(data, indent=1, default=str))
-    report_html_path.write_text(render_html(data, evaluations, None, s.grid_prompts))
+    _write(report_json_path, json.dumps(data, indent=1, default=str))
+    _write(report_html_path, render_html(data, evaluations, None, s.grid_prompts))
     version_reports = {}
     for e in evaluations:
         if e.run_id:
-            client.log_batch(e.run_id, metrics=[mlflow.entities.Metric(f"eval.{k}", v, 0, 0) for k, v in e.metrics.items()])
+            now = int(time.time() * 1000)
+            client.log_batch(e.run_id, metrics=[mlflow.entities.Metric(f"eval.{k}", v, now, 0) for k, v in e.metrics.items()])
             path = out / f"report-{e.key}.html"
-            path.write_text(render_html(data, evaluations, e.key, s.grid_prompts))
+            _write(path, render_html(data, evaluations, e.key, s.grid_prompts))
             client.log_artifact(e.run_id, str(path), "evaluation")
             version_reports[e.key] = path
     run_tags = {"cosmicman.stage": "evaluation", **snapshot.tracking_tags(), **(tags or {})}

@@ -138,3 +138,23 @@ def test_learned_parser_beats_the_geometric_fallback_and_round_trips(protocol, t
     parser.save(tmp_path / "p")
     again = LearnedParser.load(tmp_path / "p")
     assert np.array_equal(again.parse(images[-1]), parser.parse(images[-1]))
+
+
+def test_a_model_that_fails_to_load_is_reported_and_not_cached(protocol, tmp_path):
+    from evaluation.models import ModelUnderTest
+    from evaluation.report import render_html, report_json
+    from evaluation.run import EvalContext
+    from evaluation.settings import EvaluationSettings
+    from evaluation.stages import evaluate_cached
+
+    def broken():
+        raise FileNotFoundError("models:/m/3: artifacts are gone")
+
+    ctx = EvalContext(EvaluationSettings(), protocol, None, [], [])
+    model = ModelUnderTest("daring", broken, "m", "3", "run")
+    result = evaluate_cached(model, ctx, tmp_path, ctx.identity(), tmp_path)
+    assert result.metrics == {} and "FileNotFoundError: models:/m/3: artifacts are gone" in result.skipped["evaluation"]
+    assert not any(tmp_path.iterdir())  # nothing cached: the next evaluation tries again
+    data = report_json({"tag": "t"}, [result], {"calibration": {}}, [], {}, [], EvaluationSettings().model_dump(mode="json"))
+    page = render_html(data, [result])
+    assert "artifacts are gone" in page and "not computed" in page
