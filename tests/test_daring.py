@@ -177,3 +177,23 @@ def test_topk_iou_scores_the_most_attended_region_not_a_flat_map():
     shifted = np.roll(exact, 1, axis=1)  # half of the attended pixels inside: IoU 2/6
     assert topk_iou(shifted, mask) == pytest.approx(2 / 6)
     assert topk_iou(np.ones((4, 4)), mask) < 1.0  # a flat map is no longer a perfect (whole-image) answer
+
+
+def test_text_encoder_fine_tunes_with_the_unet_resumes_and_is_saved(tiny, samples, protocol, tmp_path):
+    from training.trainer import TrainSettings, train
+
+    torch.set_num_threads(2)
+    before = load_base(tiny).text_encoder.state_dict()
+    settings = TrainSettings(beta=1.0, max_steps=1, batch_size=4, lr=1e-3, checkpoint_every=1, train_text_encoder=True)
+    first = train(settings, tiny, samples, protocol, tmp_path / "te")
+    after = load_base(first.unet_dir).text_encoder.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any("token_embedding" in k for k in changed) and any("layers.0.self_attn" in k for k in changed)
+    more = train(settings.model_copy(update={"max_steps": 2}), tiny, samples, protocol, tmp_path / "te")
+    assert more.resumed_from == 1 and more.steps == 2
+    resumed = load_base(more.unet_dir).text_encoder.state_dict()
+    assert any(not torch.equal(after[k], resumed[k]) for k in after)  # the resumed step trained it further
+    with pytest.raises(ValueError, match="full fine-tuning only"):
+        train(settings.model_copy(update={"lora_rank": 4}), tiny, samples, protocol, tmp_path / "bad")
+    key = next(k for k in before if "token_embedding" in k)
+    assert torch.equal(load_base(tiny).text_encoder.state_dict()[key], before[key])  # the base model is untouched

@@ -27,6 +27,8 @@ class TrainSettings(Model):
     snr_gamma: float | None = Field(None, description="Min-SNR-γ loss weighting (5.0 is the usual choice)")
     noise_offset: float = 0.0
     lora_rank: int = Field(0, ge=0, description="0 = full UNet fine-tune; >0 = LoRA on to_q/to_k/to_v/to_out")
+    train_text_encoder: bool = Field(False, description="also fine-tune the (first) text encoder, as diffusers' "
+                                     "--train_text_encoder; the tiny model's random encoder needs it to carry the prompt")
     attention_levels: list[int] | None = Field(None, description="captured resolution levels; default the mid ones")
     attention_layers: list[str] | None = Field(None, description="glob patterns of processor names (override levels)")
     checkpoint_every: int = Field(500, ge=1)

@@ -78,6 +78,12 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
         if module is not None:
             module.requires_grad_(False)
             module.to(accelerator.device)
+    text_encoder = base.text_encoder
+    if s.train_text_encoder:
+        if s.lora_rank:
+            raise ValueError("train_text_encoder: supported with full fine-tuning only (lora_rank 0)")
+        text_encoder.requires_grad_(True)
+        text_encoder.train()
     if s.lora_rank:
         from peft import LoraConfig
 
@@ -96,9 +102,15 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
     loader = torch.utils.data.DataLoader(dataset, batch_size=s.batch_size, shuffle=True, collate_fn=collate, drop_last=len(dataset) >= s.batch_size,
                                          generator=torch.Generator().manual_seed(s.seed))
     params = [p for p in unet.parameters() if p.requires_grad]
+    if s.train_text_encoder:
+        params += list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
     lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=s.lr_warmup_steps * accelerator.num_processes)
-    unet, optimizer, loader, lr_scheduler = accelerator.prepare(unet, optimizer, loader, lr_scheduler)
+    if s.train_text_encoder:  # prepared too, so it is checkpointed and resumed with the UNet
+        unet, text_encoder, optimizer, loader, lr_scheduler = accelerator.prepare(unet, text_encoder, optimizer, loader, lr_scheduler)
+        base.text_encoder = text_encoder  # encode_text goes through the prepared (possibly DDP-wrapped) module
+    else:
+        unet, optimizer, loader, lr_scheduler = accelerator.prepare(unet, optimizer, loader, lr_scheduler)
     if ema is not None:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
@@ -120,7 +132,7 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
     unet.train()
     while step < s.max_steps:
         for batch in loader:
-            with accelerator.accumulate(unet):
+            with accelerator.accumulate(*([unet, text_encoder] if s.train_text_encoder else [unet])):
                 x = batch["pixel_values"].to(accelerator.device, weight_dtype)
                 if base.vae is not None:
                     with torch.no_grad():
@@ -130,7 +142,7 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
                     noise = noise + s.noise_offset * torch.randn(x.shape[0], x.shape[1], 1, 1, device=x.device, dtype=x.dtype)
                 t = torch.randint(0, scheduler.config.num_train_timesteps, (x.shape[0],), device=x.device).long()
                 noisy = scheduler.add_noise(x, noise, t)
-                with torch.no_grad():
+                with torch.set_grad_enabled(s.train_text_encoder):
                     context, added = encode_text(base, batch["input_ids"])
                 store.clear()
                 store.latent_size = tuple(x.shape[-2:])
@@ -192,7 +204,9 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
 
     final.set_attn_processor(AttnProcessor2_0())
     unet_dir = output_dir / "final"
+    if s.train_text_encoder:
+        base.text_encoder = accelerator.unwrap_model(text_encoder).eval()
     if accelerator.is_main_process:
-        base.save(unet_dir, unet=final)
+        base.save(unet_dir, unet=final)  # with the fine-tuned text encoder when it was trained
     return TrainResult(output_dir, unet_dir, step, last, history, resumed_from, captured)
 
