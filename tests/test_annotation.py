@@ -283,3 +283,14 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
         assert "acc_all" not in m["metrics"] and "empty" in m["skipped"]["generation"]
         assert "attention_iou" in m["metrics"]
     assert "no image grid" in empty.report_html.read_text()
+
+    # the CLI (and `dvc repro evaluate`) reads the same cached results and writes dvc metrics
+    from typer.testing import CliRunner
+
+    from flywheel.cli import app
+
+    res = CliRunner().invoke(app, ["evaluate", "--metrics-out", str(tmp_path / "metrics" / "evaluation.json")])
+    assert res.exit_code == 0, res.output
+    written = json.loads((tmp_path / "metrics" / "evaluation.json").read_text())
+    assert set(written) == set(labels) and written["daring"]["acc_all"] == pytest.approx(labels["daring"]["metrics"]["acc_all"])
+    assert f"{trained.model_name}: " in " ".join(res.output.split())
