@@ -8,10 +8,18 @@ import numpy as np
 import pytest
 
 from flywheel.annotation.annotator import AnnotatorSettings, AttributeAnnotator
-from flywheel.annotation.captions import approx_clip_tokens, caption_groups, join_caption
+from flywheel.annotation.captions import (
+    approx_clip_tokens,
+    caption_groups,
+    join_caption,
+)
 from flywheel.annotation.iterations import AnnotationFlywheel, AnnotationSettings
-from flywheel.annotation.labelling import NOT_APPLICABLE, LabelLedger, LabelRequest, OracleLabeller
-
+from flywheel.annotation.labelling import (
+    NOT_APPLICABLE,
+    LabelLedger,
+    LabelRequest,
+    OracleLabeller,
+)
 
 ANSWERS = {"gender": "woman", "age": "adult", "body_shape": "slim", "person_type": "full body", "pose": "standing",
            "arm_pose": "arms down", "background": "outdoor", "expression": "smiling", "hair_length": "long",
