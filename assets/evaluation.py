@@ -29,11 +29,10 @@ def evaluation_report(context: dg.AssetExecutionContext, flywheel: FlywheelResou
         vals = [f"{m['metrics'][c]:.3f}" if c in m["metrics"] else "not computed" for c in cols]
         lines.append(f"| {m['label']} {'v' + m['version'] if m['version'] else ''} | " + " | ".join(vals) + " |")
     judge = result.data["judge"]["calibration"].get("source_parsing", {}).get("acc_all")
-    ui = settings.tracking.ui_url.rstrip("/")
     return dg.MaterializeResult(
         metadata={"report": dg.MetadataValue.path(str(result.report_html)),
                   "report_json": dg.MetadataValue.path(str(result.report_json)),
-                  "mlflow_run": dg.MetadataValue.url(f"{ui}/#/experiments/{result.experiment_id}/runs/{result.run_id}"),
+                  "mlflow_run": dg.MetadataValue.url(settings.tracking.run_url(result.experiment_id, result.run_id)),
                   "metrics": dg.MetadataValue.md("\n".join(lines)),
                   "judge_acc_all": dg.MetadataValue.float(judge if judge is not None else float("nan")),
                   "champions": dg.MetadataValue.json(result.data["champions"]),

@@ -12,9 +12,8 @@ ACCELERATOR_POOL = "accelerator"  # a pool of one (infra/dagster): two trainings
 
 
 def _metadata(settings, run) -> dict:
-    ui = settings.tracking.ui_url.rstrip("/")
     meta = {
-        "mlflow_run": dg.MetadataValue.url(f"{ui}/#/experiments/{run.experiment_id}/runs/{run.run_id}"),
+        "mlflow_run": dg.MetadataValue.url(settings.tracking.run_url(run.experiment_id, run.run_id)),
         "mlflow_run_id": dg.MetadataValue.text(run.run_id),
         "model": dg.MetadataValue.text(f"{run.model_name} version {run.model_version}"),
         "model_version": dg.MetadataValue.int(int(run.model_version)),
@@ -63,8 +62,7 @@ def activation_sweep_checkpoints(context: dg.AssetExecutionContext, flywheel: Fl
 def adversarial_checkpoint(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
     settings = flywheel.settings
     run = train_dual_prior(settings, tags={"dagster.run_id": context.run_id})
-    ui = settings.tracking.ui_url.rstrip("/")
-    meta = {"mlflow_run": dg.MetadataValue.url(f"{ui}/#/experiments/{run.experiment_id}/runs/{run.run_id}"),
+    meta = {"mlflow_run": dg.MetadataValue.url(settings.tracking.run_url(run.experiment_id, run.run_id)),
             "mlflow_run_id": dg.MetadataValue.text(run.run_id),
             "stage_runs": dg.MetadataValue.json(run.stage_run_ids),
             "model": dg.MetadataValue.text(f"{run.model_name} version {run.model_version}"),

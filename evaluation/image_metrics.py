@@ -108,7 +108,7 @@ def quality_scores(images: np.ndarray, metrics: list[str], weights: dict[str, Pa
         except BackendUnavailable as exc:
             skipped[metric] = str(exc)
             continue
-        except (KeyError, ValueError, RuntimeError, NotImplementedError) as exc:  # unknown name, pyiqa failure: say so
+        except (KeyError, ValueError, RuntimeError) as exc:  # an unknown metric name or a pyiqa failure: say so
             skipped[metric] = f"{type(exc).__name__}: {exc}"
             continue
         if not len(images):

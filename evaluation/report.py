@@ -12,7 +12,8 @@ import base64
 import html
 import math
 
-from evaluation.run import ModelEvaluation, _png
+from evaluation.run import ModelEvaluation
+from flywheel.preview import png_bytes
 
 # (metric key, column title, True if higher is better)
 COLUMNS = [("acc_all", "Acc_all", True), ("acc_object", "Acc_obj", True), ("acc_texture", "Acc_tex", True),
@@ -129,7 +130,7 @@ def render_html(data: dict, evaluations: list[ModelEvaluation], highlight: str |
         cells = []
         for e in evaluations:
             imgs = e.images[i * len(seeds):(i + 1) * len(seeds)] if e.images is not None else []
-            cells.append("<td>" + "".join(_img(_png(im), title=f"{e.label} seed {sd}") for im, sd in zip(imgs, seeds)) + "</td>")
+            cells.append("<td>" + "".join(_img(png_bytes(im), title=f"{e.label} seed {sd}") for im, sd in zip(imgs, seeds)) + "</td>")
         grid.append(f'<tr><td class="caption">{html.escape(data["prompts"][i]["caption"])}</td>{"".join(cells)}</tr>')
     grid.append("</table>")
     if n == 0:

@@ -8,7 +8,6 @@ named in ``skipped`` with the reason; nothing is ever reported as 0 in its place
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from evaluation.prompts import EvalPrompt
 from evaluation.settings import EvaluationSettings
 from evaluation.text_alignment import alignment_scores
 from flywheel.backends import BackendUnavailable
+from flywheel.preview import png_bytes
 
 # part of every cached result's key: bump when a metric's definition changes
 METRICS_VERSION = 3
@@ -121,14 +121,6 @@ class ModelEvaluation:
         return obj
 
 
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def evaluate_model(model: ModelUnderTest, ctx: EvalContext) -> ModelEvaluation:
     from training.alignment import attention_iou
     from training.attention import AttentionStore
@@ -187,7 +179,7 @@ def evaluate_model(model: ModelUnderTest, ctx: EvalContext) -> ModelEvaluation:
         ds = DaringDataset(held, ctx.protocol, base.tokenizer, DiscretizeSettings.for_evaluation(base))
         iou = attention_iou(base, base.unet, ds, ctx.attention_levels, ctx.attention_layers)
         out.metrics.update({f"attention_{k}": v for k, v in iou.items() if k != "groups" and not np.isnan(v)})
-        out.attention_png = _png(attention_figure(base, base.unet, ds, AttentionStore()))
+        out.attention_png = png_bytes(attention_figure(base, base.unet, ds, AttentionStore()))
     else:
         out.skipped["attention_iou"] = "no held-out samples in the snapshot's test split"
     return out

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from flywheel.protocol import load_protocol
 from flywheel.settings import Settings
+from flywheel.stages import annotation_folder
 
 log = logging.getLogger(__name__)
 JUDGE_THRESHOLD = 0.85
@@ -34,8 +35,6 @@ class EvaluationResult:
 
 
 def latest_annotator_dir(settings: Settings) -> Path | None:
-    from flywheel.stages import annotation_folder
-
     done = sorted((annotation_folder(settings) / "iterations").glob("iter-*/annotator/annotator.json"))
     return done[-1].parent if done else None
 
@@ -64,22 +63,17 @@ def judge_parser(settings: Settings, snapshot, held_out: list, protocol, root: P
                                         f"{metrics['test_images']} test images); parser {folder.name}")
 
 
-def load_judge(settings: Settings, protocol, parser=None, parser_note: str = ""):
-    """(judge or None, note)."""
+def load_judge(settings: Settings, protocol, folder: Path, parser=None, parser_note: str = ""):
+    """(judge or None, note): the annotator in ``folder`` with the generated-image parser."""
     from evaluation.judge import Judge
     from flywheel.annotation.annotator import load_annotator
 
-    folder = settings.evaluation.judge_dir or latest_annotator_dir(settings)
-    if folder is None or not (Path(folder) / "annotator.json").exists():
-        return None, f"no trained annotator at {folder or annotation_folder_hint(settings)} (run the annotation flywheel first)"
+    if not (Path(folder) / "annotator.json").exists():
+        return None, f"no trained annotator at {folder} (run the annotation flywheel first)"
     annotator = load_annotator(folder, protocol)
     judge = Judge(annotator, protocol, settings.annotation.annotator.crop_size, parser, parser_note)
     judge.identity = f"{annotator.name} annotator {folder} (version {annotator.version})"
     return judge, judge.parser_note
-
-
-def annotation_folder_hint(settings: Settings) -> str:
-    return str(settings.workspace / "annotation" / "iterations")
 
 
 def _digest(obj) -> str:
@@ -148,9 +142,10 @@ def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_ve
     prompts = prompt_set(snapshot.rows("test"), protocol, s.prompts)
     held_out = list(snapshot.samples("test", limit=max(s.prompts, s.attention_samples)))
     root = settings.workspace / "evaluation"
-    judge, judge_note = None, f"no trained annotator at {annotation_folder_hint(settings)} (run the annotation flywheel first)"
-    if settings.evaluation.judge_dir or latest_annotator_dir(settings):
-        judge, judge_note = load_judge(settings, protocol, *judge_parser(settings, snapshot, held_out, protocol, root))
+    judge_dir = s.judge_dir or latest_annotator_dir(settings)
+    judge, judge_note = None, f"no trained annotator in {annotation_folder(settings) / 'iterations'} (run the annotation flywheel first)"
+    if judge_dir is not None:
+        judge, judge_note = load_judge(settings, protocol, judge_dir, *judge_parser(settings, snapshot, held_out, protocol, root))
     ctx = EvalContext(s, protocol, judge, prompts, held_out, settings.training.train.attention_levels,
                       settings.training.train.attention_layers)
     if judge is None:

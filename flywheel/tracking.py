@@ -25,6 +25,10 @@ class TrackingSettings(BaseModel):
     experiment_prefix: str = "cosmicman"
     ui_url: str = Field("http://127.0.0.1:5000", description="the MLflow UI, for links in asset metadata (`make mlflow-ui`)")
 
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        """A run's page in the MLflow UI."""
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested config -> flat MLflow params; keys that look like secrets are left out."""

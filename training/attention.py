@@ -54,7 +54,7 @@ class AttentionStore:
         """Maps averaged over the layers that share a resolution: {(h, w): (B, T, h, w)}."""
         groups: dict[tuple[int, int], list[torch.Tensor]] = {}
         for m in self.maps:
-            b, hw, t = m.probs.shape
+            b, _, t = m.probs.shape
             groups.setdefault((m.height, m.width), []).append(m.probs.transpose(1, 2).reshape(b, t, m.height, m.width))
         return {k: torch.stack(v).mean(0) for k, v in groups.items()}
 

@@ -7,8 +7,6 @@ version is self-contained: ``mlflow.pyfunc.load_model("models:/<name>@champion")
 
 from __future__ import annotations
 
-import io
-
 import mlflow.pyfunc
 
 
@@ -19,20 +17,14 @@ class DiffusionPipelineModel(mlflow.pyfunc.PythonModel):
         self.base = load_base(context.artifacts["pipeline"])
 
     def predict(self, context, model_input, params=None):
-        from PIL import Image
-
+        from flywheel.preview import png_bytes
         from training.sampling import generate
 
         h, w = self.base.image_size
         steps = int((params or {}).get("steps", 25))
         seeds = model_input["seed"].tolist() if "seed" in model_input else list(range(len(model_input)))
         images = generate(self.base, self.base.unet, model_input["prompt"].tolist(), seeds, h, w, steps=steps)
-        out = []
-        for im in images:
-            buf = io.BytesIO()
-            Image.fromarray(im).save(buf, format="PNG")
-            out.append(buf.getvalue())
-        return out
+        return [png_bytes(im) for im in images]
 
 
 class DualPriorPipelineModel(DiffusionPipelineModel):

@@ -11,7 +11,6 @@ Dagster run id. No settings that name secrets are logged (see :func:`flywheel.tr
 
 from __future__ import annotations
 
-import io
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from training.settings import TrainingProfile  # noqa: F401 - re-exported for callers
+
+from flywheel.preview import png_bytes
+from training.settings import TrainingProfile
 
 
 @dataclass
@@ -36,16 +37,8 @@ class TrainingRun:
 
 
 def git_commit() -> str:
-    proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, cwd=Path(__file__).parent)
     return proc.stdout.strip() or "unknown"
-
-
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def attention_figure(base, unet, dataset, store, index: int = 0) -> np.ndarray:
@@ -144,5 +137,5 @@ def run_training(profile: TrainingProfile, snapshot, protocol, base_dir: Path, o
                      "dagster.run_id": (tags or {}).get("dagster.run_id", "none"), "beta": str(s.beta),
                      "act_fn": str(trained.unet.config.act_fn)}.items():
             client.set_model_version_tag(profile.registered_model, version, k, v)
-        return TrainingRun(run.info.run_id, run.info.experiment_id, profile.registered_model, version, metrics, _png(grid), output_dir, snapshot.tag,
+        return TrainingRun(run.info.run_id, run.info.experiment_id, profile.registered_model, version, metrics, png_bytes(grid), output_dir, snapshot.tag,
                            result.history)

@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import logging
 import math
-import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
 from training.attention import AttentionStore, install_capture
 from training.base_model import BaseModel, load_base
+from training.checkpoints import checkpoints, save_checkpoint
 from training.data import DaringDataset, DiscretizeSettings, collate
 from training.hola import hola_loss
-from training.settings import TrainSettings
 from training.sampling import encode_text
+from training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,6 @@ class TrainResult:
     history: list[tuple[int, StepLosses]] = field(default_factory=list)
     resumed_from: int = 0
     captured_layers: list[str] = field(default_factory=list)
-
-
-def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    found = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := re.match(r"checkpoint-(\d+)$", p.name))]
-    return sorted(found)
 
 
 def _snr(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
@@ -116,7 +111,7 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
         accelerator.register_for_checkpointing(ema)
 
     step = 0
-    existing = _checkpoints(output_dir)
+    existing = checkpoints(output_dir)
     if s.resume and existing:
         step, path = existing[-1]
         accelerator.load_state(str(path))
@@ -187,9 +182,7 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
             if on_attention and accelerator.is_main_process and (step % s.attention_log_every == 0 or step == s.max_steps):
                 on_attention(step, base, accelerator.unwrap_model(unet), dataset, store)
             if step % s.checkpoint_every == 0 and accelerator.is_main_process:
-                for _, old in _checkpoints(output_dir)[: max(0, len(_checkpoints(output_dir)) - s.checkpoints_total_limit + 1)]:
-                    shutil.rmtree(old)
-                accelerator.save_state(str(output_dir / f"checkpoint-{step}"))
+                save_checkpoint(accelerator, output_dir, step, s.checkpoints_total_limit)
             if step >= s.max_steps:
                 break
     bar.close()

@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
-from typing import Literal
-
 from pydantic import BaseModel, Field
 from torch import nn
 
@@ -83,7 +82,32 @@ def hierarchical_answers(protocol: Protocol, categories: list[str], probs: list[
     return answers, confidences
 
 
-class AttributeAnnotator:
+class SavedAnnotator:
+    """Save/load shared by the backends: the backend's state file (written to a temporary name,
+    then renamed), then annotator.json; a backend supplies ``state_file``, ``_write_state`` and
+    ``_read_state``."""
+
+    state_file: str
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = path / f"{self.state_file}.tmp"
+        self._write_state(tmp)
+        tmp.replace(path / self.state_file)
+        write_meta(path, self)
+
+    @classmethod
+    def load(cls, path: str | Path, protocol: Protocol):
+        path = Path(path)
+        meta = read_meta(path, protocol)
+        obj = cls(protocol, AnnotatorSettings(**meta["settings"]))
+        obj._read_state(path / cls.state_file)
+        obj.version = meta["version"]
+        return obj
+
+
+class AttributeAnnotator(SavedAnnotator):
     """The default annotator backend (see module docstring)."""
 
     name = "attribute_cnn"
@@ -165,23 +189,14 @@ class AttributeAnnotator:
         self.version += 1
         return {"loss": last, "labels": int((targets >= 0).sum()), "images": int(keep.sum())}
 
-    # ---- persistence ---------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tmp = path / "weights.pt.tmp"
-        torch.save(self.net.state_dict(), tmp)
-        tmp.replace(path / "weights.pt")
-        write_meta(path, self)
+    # ---- persistence (see SavedAnnotator) -------------------------------------------------------
+    state_file = "weights.pt"
 
-    @classmethod
-    def load(cls, path: str | Path, protocol: Protocol) -> AttributeAnnotator:
-        path = Path(path)
-        meta = read_meta(path, protocol)
-        obj = cls(protocol, AnnotatorSettings(**meta["settings"]))
-        obj.net.load_state_dict(torch.load(path / "weights.pt", map_location="cpu", weights_only=True))
-        obj.version = meta["version"]
-        return obj
+    def _write_state(self, path: Path) -> None:
+        torch.save(self.net.state_dict(), path)
+
+    def _read_state(self, path: Path) -> None:
+        self.net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
 def write_meta(path: Path, annotator) -> None:

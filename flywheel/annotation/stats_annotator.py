@@ -27,7 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from flywheel.annotation.annotator import AnnotatorSettings, hierarchical_answers, read_meta, write_meta
+from flywheel.annotation.annotator import (
+    AnnotatorSettings,
+    SavedAnnotator,
+    hierarchical_answers,
+)
 from flywheel.annotation.crops import Views
 from flywheel.protocol import Protocol
 
@@ -66,7 +70,7 @@ def shape_histogram(crops: np.ndarray, cells: int = 4) -> np.ndarray:
     return out
 
 
-class PartStatsAnnotator:
+class PartStatsAnnotator(SavedAnnotator):
     """The ``part_stats`` backend (see module docstring); same interface as the CNN backend."""
 
     name = "part_stats"
@@ -141,22 +145,13 @@ class PartStatsAnnotator:
         self.version += 1
         return {"labels": n, "images": len(labels), "categories": len(self.models)}
 
-    def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tmp = path / "models.pkl.tmp"
-        tmp.write_bytes(pickle.dumps(self.models))
-        tmp.replace(path / "models.pkl")
-        write_meta(path, self)
+    state_file = "models.pkl"
 
-    @classmethod
-    def load(cls, path: str | Path, protocol: Protocol) -> PartStatsAnnotator:
-        path = Path(path)
-        meta = read_meta(path, protocol)
-        obj = cls(protocol, AnnotatorSettings(**meta["settings"]))
-        obj.models = pickle.loads((path / "models.pkl").read_bytes())  # written by save() above, never by a user
-        obj.version = meta["version"]
-        return obj
+    def _write_state(self, path: Path) -> None:
+        path.write_bytes(pickle.dumps(self.models))
+
+    def _read_state(self, path: Path) -> None:
+        self.models = pickle.loads(path.read_bytes())  # written by _write_state above, never by a user
 
 
 def shared_models(protocol: Protocol) -> dict[str, str]:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +30,10 @@ import torch.nn.functional as F
 
 from training.attention import AttentionStore, install_capture
 from training.base_model import BaseModel, load_base
+from training.checkpoints import checkpoints, save_checkpoint
+from training.data import DiscretizeSettings
 from training.dual_prior.binding import bind_loss, token_maps
 from training.dual_prior.critic import PatchCritic, critic_loss, generator_loss
-from training.data import DiscretizeSettings
 from training.dual_prior.data import DualPriorDataset, collate_dual
 from training.settings import DualPriorSettings
 
@@ -97,10 +96,6 @@ def load_with_prior(base_dir: Path, prior_dir: Path) -> BaseModel:
     return base
 
 
-def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    return sorted((int(m.group(1)), p) for p in folder.glob("checkpoint-*") if (m := re.match(r"checkpoint-(\d+)$", p.name)))
-
-
 def train_stage(stage: str, s: DualPriorSettings, base_dir: Path, samples, protocol, output_dir: Path,
                 init_prior: Path | None = None, on_log: Callable[[str, int, dict], None] | None = None,
                 on_maps: Callable[[str, int, dict, torch.Tensor, torch.Tensor], None] | None = None) -> StageResult:
@@ -143,7 +138,7 @@ def train_stage(stage: str, s: DualPriorSettings, base_dir: Path, samples, proto
     else:
         unet, text, opt_g, loader = accelerator.prepare(unet, text, opt_g, loader)
     step = 0
-    if (found := _checkpoints(folder)):
+    if (found := checkpoints(folder)):
         step, path = found[-1]
         accelerator.load_state(str(path))
     resumed = step
@@ -211,9 +206,7 @@ def train_stage(stage: str, s: DualPriorSettings, base_dir: Path, samples, proto
             if on_maps and (step % s.image_log_every == 0 or step == total):
                 on_maps(stage, step, batch, shape_maps.detach(), pose_maps.detach())
             if step % s.checkpoint_every == 0 and accelerator.is_main_process:
-                for _, old in _checkpoints(folder)[: max(0, len(_checkpoints(folder)) - s.checkpoints_total_limit + 1)]:
-                    shutil.rmtree(old)
-                accelerator.save_state(str(folder / f"checkpoint-{step}"))
+                save_checkpoint(accelerator, folder, step, s.checkpoints_total_limit)
             if step >= total:
                 break
     bar.close()
