@@ -39,7 +39,7 @@ env: $(BIN)/.installed $(DVC_ENV)/bin/dvc $(LS_ENV)/bin/label-studio $(DAGSTER_H
 demo: env
 	$(BIN)/python -m orchestration.refresh
 
-test: env
+test: env browser
 	$(BIN)/pytest
 
 ui: env
@@ -51,8 +51,9 @@ bench: env
 	-$(BIN)/python benchmarks/annotation_flywheel.py
 	-$(BIN)/python benchmarks/daring_overhead.py
 	-$(BIN)/python benchmarks/dual_prior_iou.py
+	-$(BIN)/python benchmarks/judge_accuracy.py
 
-# Headless Chromium for the report-rendering test (Debian's package; needs root or sudo).
+# Headless Chromium for the report-rendering test (Debian's package; installing it needs root or sudo).
 browser:
 	command -v chromium >/dev/null || { $$(command -v sudo) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -qq chromium >/dev/null; }
