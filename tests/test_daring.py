@@ -197,3 +197,36 @@ def test_text_encoder_fine_tunes_with_the_unet_resumes_and_is_saved(tiny, sample
         train(settings.model_copy(update={"lora_rank": 4}), tiny, samples, protocol, tmp_path / "bad")
     key = next(k for k in before if "token_embedding" in k)
     assert torch.equal(load_base(tiny).text_encoder.state_dict()[key], before[key])  # the base model is untouched
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_denoising_target_is_what_the_scheduler_converts_back_to_the_clean_sample(kind):
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from training.denoising import denoising_target, min_snr_weights, snr
+
+    train = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=kind, clip_sample=False)
+    g = torch.Generator().manual_seed(0)
+    x, noise = torch.randn(3, 3, 8, 8, generator=g), torch.randn(3, 3, 8, 8, generator=g)
+    t = torch.tensor([10, 500, 990])
+    target = denoising_target(train, x, noise, t)
+    # a perfect prediction of the target lets the sampler recover x exactly
+    sampler = DDIMScheduler.from_config(train.config)
+    sampler.set_timesteps(1000)
+    for i in range(3):
+        x0 = sampler.step(target[i:i + 1], int(t[i]), train.add_noise(x, noise, t)[i:i + 1]).pred_original_sample
+        assert torch.allclose(x0, x[i:i + 1], atol=1e-3)
+    # Min-SNR-5 caps the x0-error weight at 5 whatever the target is
+    s = snr(train, t)
+    x0_weight = {"epsilon": s, "v_prediction": s + 1, "sample": torch.ones_like(s)}[kind]
+    assert torch.allclose(min_snr_weights(train, t, 5.0) * x0_weight, torch.minimum(s, torch.full_like(s, 5.0)), rtol=1e-5)
+
+
+def test_an_unknown_prediction_type_is_refused_by_name():
+    from types import SimpleNamespace
+
+    from training.denoising import denoising_target
+
+    scheduler = SimpleNamespace(config=SimpleNamespace(prediction_type="flow"))
+    with pytest.raises(ValueError, match="'flow'"):
+        denoising_target(scheduler, torch.zeros(1), torch.zeros(1), torch.zeros(1, dtype=torch.long))

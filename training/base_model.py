@@ -136,8 +136,10 @@ def load_base(path: str | Path, act_fn: str | None = None) -> BaseModel:
 
 
 def create_tiny_base(folder: str | Path, protocol: Protocol, act_fn: str = "silu", height: int = 96, width: int = 64,
-                     seed: int = 0) -> Path:
-    """Write the embedded tiny base model (see module docstring) to ``folder``."""
+                     seed: int = 0, prediction_type: str = "epsilon") -> Path:
+    """Write the embedded tiny base model (see module docstring) to ``folder``. ``prediction_type``
+    is the scheduler's (epsilon as SD 1.5, v_prediction as SD 2.x, or sample); the trainer and
+    sampler follow it (see :mod:`training.denoising`)."""
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(protocol)
     text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
@@ -153,7 +155,7 @@ def create_tiny_base(folder: str | Path, protocol: Protocol, act_fn: str = "silu
         block_out_channels=(32, 64, 96, 128), layers_per_block=1, cross_attention_dim=64,
         attention_head_dim=2,  # diffusers' SD-era name for the number of heads
         norm_num_groups=16)
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type,
                               clip_sample=True)
     base = BaseModel(Path(folder), unet, text, tokenizer, scheduler)
     return base.save(Path(folder))

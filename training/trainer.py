@@ -23,6 +23,7 @@ from training.attention import AttentionStore, install_capture
 from training.base_model import BaseModel, load_base
 from training.checkpoints import checkpoints, save_checkpoint
 from training.data import DaringDataset, DiscretizeSettings, collate
+from training.denoising import denoising_target, min_snr_weights
 from training.hola import hola_loss
 from training.sampling import encode_text
 from training.settings import TrainSettings
@@ -46,11 +47,6 @@ class TrainResult:
     history: list[tuple[int, StepLosses]] = field(default_factory=list)
     resumed_from: int = 0
     captured_layers: list[str] = field(default_factory=list)
-
-
-def _snr(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
-    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
-    return alphas / (1 - alphas)
 
 
 def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, output_dir: Path,
@@ -145,12 +141,9 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
                 pred = unet(noisy, t, encoder_hidden_states=context.to(weight_dtype),
                             **({"added_cond_kwargs": added} if added else {})).sample
                 store.recording = False  # a checkpointing recompute during backward must not store again
-                target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(x, noise, t)
+                target = denoising_target(scheduler, x, noise, t)
                 if s.snr_gamma:
-                    snr = _snr(scheduler, t)
-                    weights = torch.minimum(snr, torch.full_like(snr, s.snr_gamma)) / snr
-                    if scheduler.config.prediction_type == "v_prediction":
-                        weights = weights * snr / (snr + 1)
+                    weights = min_snr_weights(scheduler, t, s.snr_gamma)
                     loss_noise = (F.mse_loss(pred.float(), target.float(), reduction="none").mean((1, 2, 3)) * weights).mean()
                 else:
                     loss_noise = F.mse_loss(pred.float(), target.float())

@@ -32,6 +32,7 @@ from training.attention import AttentionStore, install_capture
 from training.base_model import BaseModel, load_base
 from training.checkpoints import checkpoints, save_checkpoint
 from training.data import DiscretizeSettings
+from training.denoising import denoising_target
 from training.dual_prior.binding import bind_loss, token_maps
 from training.dual_prior.critic import PatchCritic, critic_loss, generator_loss
 from training.dual_prior.data import DualPriorDataset, collate_dual
@@ -164,7 +165,7 @@ def train_stage(stage: str, s: DualPriorSettings, base_dir: Path, samples, proto
             store.recording = True
             pred = unet(scheduler.add_noise(x, noise, t), t, encoder_hidden_states=context).sample
             store.recording = False
-            loss_noise = F.mse_loss(pred.float(), noise.float())
+            loss_noise = F.mse_loss(pred.float(), denoising_target(scheduler, x, noise, t).float())
             maps = store.by_resolution()
             shape_maps = token_maps(maps, batch["human_tokens"].to(x.device), map_size).float()
             pose_maps = token_maps(maps, batch["pose_tokens"].to(x.device), map_size).float()
