@@ -52,6 +52,7 @@ bench: env
 	-$(BIN)/python benchmarks/daring_overhead.py
 	-$(BIN)/python benchmarks/dual_prior_iou.py
 	-$(BIN)/python benchmarks/judge_accuracy.py
+	-$(BIN)/python benchmarks/tiny_base_prompt_response.py  # needs the demo's snapshot (make demo)
 
 # Headless Chromium for the report-rendering test (Debian's package; installing it needs root or sudo).
 browser:
