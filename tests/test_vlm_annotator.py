@@ -79,3 +79,25 @@ def test_vlm_annotator_learns_labelled_answers_keeps_the_hierarchy_and_saves_onl
     assert loaded.version == 1
     for p, q in zip(annotator.probabilities(views[:4]), loaded.probabilities(views[:4]), strict=True):
         np.testing.assert_allclose(p, q, atol=1e-5)
+
+
+def test_the_flywheel_iterates_with_the_vlm_annotator_and_labels_the_pool(checkpoint, renders, protocol, tmp_path):
+    from flywheel.annotation.iterations import AnnotationFlywheel, AnnotationSettings, Pool
+    from flywheel.annotation.labelling import OracleLabeller
+    from flywheel.annotation.vlm_annotator import VlmAnnotator
+
+    views, truth = renders
+    ids = [f"r{i}" for i in range(len(truth))]
+    pool = Pool(ids, views, dict(zip(ids, truth, strict=True)))
+    settings = AnnotationSettings(eval_size=4, seed_size=3, batch_size=3, max_iterations=2, label_budget=1.0,
+                                  annotator=AnnotatorSettings(backend="vlm", vlm_dir=str(checkpoint), epochs=1))
+    flywheel = AnnotationFlywheel(tmp_path / "flywheel", protocol, settings, pool, OracleLabeller(pool.truth))
+    results = flywheel.run()
+    assert len(results) == 2 and results[-1].stop_reason
+    assert results[0].images == 3 and results[0].labels > 0
+    assert results[-1].total_labels == sum(r.labels for r in results)
+    assert isinstance(flywheel.annotator(), VlmAnnotator) and flywheel.annotator().version >= 1
+    answers = flywheel.label_pool()
+    assert len(answers) == len(ids)
+    for a in answers:
+        assert all(v is None or v in protocol.categories[k].answers for k, v in a.items() if k in protocol.categories)
