@@ -1,5 +1,5 @@
-"""The denoising objective, by the scheduler's prediction type (epsilon as SD 1.5, v as SD 2.x
-and the embedded tiny model, or the clean sample), and its Min-SNR-γ weighting."""
+"""The denoising objective, by the scheduler's prediction type (epsilon as SD 1.5 and the
+embedded tiny model, v as SD 2.x, or the clean sample), and its Min-SNR-γ weighting."""
 
 from __future__ import annotations
 

@@ -124,11 +124,10 @@ class AttributeAnnotator(SavedAnnotator):
         self.protocol = protocol
         self.settings = settings or AnnotatorSettings()
         self.categories = list(protocol.categories)
-        parts = list(protocol.parts)
-        body = next((i for i, p in enumerate(protocol.parts.values()) if set(p.class_ids) == set(protocol.human_class_ids)), 0)
+        body = protocol.body_part_index
         scene = next((i for i, p in enumerate(protocol.parts.values()) if not p.class_ids), 0)
         torch.manual_seed(self.settings.seed)
-        self.net = AttributeNet(len(parts), [(parts.index(c.part), len(c.answers)) for c in protocol.categories.values()],
+        self.net = AttributeNet(len(protocol.parts), [(protocol.part_index[name], len(c.answers)) for name, c in protocol.categories.items()],
                                 (body, scene), self.settings.width)
         self.version = 0  # bumped by every fit
 

@@ -79,9 +79,8 @@ class PartStatsAnnotator(SavedAnnotator):
         self.protocol = protocol
         self.settings = settings or AnnotatorSettings(backend="part_stats")
         self.categories = list(protocol.categories)
-        parts = list(protocol.parts)
-        self.part_index = {c: parts.index(cat.part) for c, cat in protocol.categories.items()}
-        self.body = next((i for i, p in enumerate(protocol.parts.values()) if set(p.class_ids) == set(protocol.human_class_ids)), 0)
+        self.part_index = protocol.part_index
+        self.body = protocol.body_part_index
         self.models: dict[str, object] = {}  # model key -> fitted pipeline, or the only answer seen (str)
         self.version = 0
         self.model_of = shared_models(protocol)  # category -> model key

@@ -57,10 +57,9 @@ class VlmAnnotator(SavedAnnotator):
         self.model = get_peft_model(model, LoraConfig(r=s.vlm_lora_rank, lora_alpha=2 * s.vlm_lora_rank, lora_dropout=0.0,
                                                       target_modules=list(s.vlm_lora_targets))).to(self.device)
         self._trailing = self._trailing_special_tokens()
-        parts = list(protocol.parts)
-        self._part = {c: parts.index(cat.part) for c, cat in protocol.categories.items()}
-        self._body = next((i for i, p in enumerate(protocol.parts.values())
-                           if set(p.class_ids) == set(protocol.human_class_ids)), 0)
+        # tokens each allowed answer takes after the prompt, counted once
+        self._answer_lengths = {a: len(self.tokenizer(f" {a}", add_special_tokens=False).input_ids)
+                                for c in protocol.categories.values() for a in c.answers}
         self.version = 0
 
     def _trailing_special_tokens(self) -> int:
@@ -74,9 +73,9 @@ class VlmAnnotator(SavedAnnotator):
     # ---- scoring ---------------------------------------------------------------------------
     def _images(self, views: Views, category: str) -> list[np.ndarray]:
         """HWC RGB crops of the category's part (the body's where the part is absent)."""
-        crops = views.crops[:, self._part[category]]
+        crops = views.crops[:, self.protocol.part_index[category]]
         present = crops[:, 3].reshape(len(crops), -1).any(1)
-        crops = np.where(present[:, None, None, None], crops, views.crops[:, self._body])
+        crops = np.where(present[:, None, None, None], crops, views.crops[:, self.protocol.body_part_index])
         return [np.ascontiguousarray(c[:3].transpose(1, 2, 0)) for c in crops]
 
     def _answer_logprob(self, images: list[np.ndarray], question: str, answers: Sequence[str]) -> torch.Tensor:
@@ -89,8 +88,7 @@ class VlmAnnotator(SavedAnnotator):
         logits = logits[:, -ids.shape[1]:]  # text positions, whether or not the model prepends its queries
         logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None])[..., 0]  # token j from j-1
         lengths = batch["attention_mask"].sum(1)
-        n_answer = torch.tensor([len(self.tokenizer(f" {a}", add_special_tokens=False).input_ids) for a in answers],
-                                device=self.device)
+        n_answer = torch.tensor([self._answer_lengths[a] for a in answers], device=self.device)
         end = lengths - self._trailing  # one past the answer's last token
         pos = torch.arange(ids.shape[1] - 1, device=self.device)[None] + 1  # the token each logp column scores
         mask = (pos >= (end - n_answer)[:, None]) & (pos < end[:, None])

@@ -77,6 +77,19 @@ class Protocol:
         """Every class but background: CosmicMan's body-level mask h1."""
         return tuple(range(1, len(self.parsing_classes)))
 
+    @cached_property
+    def body_part_index(self) -> int:
+        """Position (in ``parts`` order) of the part covering every human class, the body-level
+        group; 0 if the protocol has none."""
+        human = set(self.human_class_ids)
+        return next((i for i, p in enumerate(self.parts.values()) if set(p.class_ids) == human), 0)
+
+    @cached_property
+    def part_index(self) -> dict[str, int]:
+        """Category name -> position (in ``parts`` order) of the part it is asked about."""
+        parts = list(self.parts)
+        return {name: parts.index(c.part) for name, c in self.categories.items()}
+
     def categories_of_part(self, part: str) -> list[Category]:
         return [c for c in self.categories.values() if c.part == part]
 
