@@ -24,6 +24,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from flywheel.protocol import Protocol
+from training.checksums import ChecksumError, verify_checksums
 from training.tokenizer import build_tokenizer
 
 ACTIVATIONS = ("silu", "swish", "gelu", "mish", "relu")  # diffusers.models.activations.get_activation
@@ -118,6 +119,10 @@ def load_base(path: str | Path, act_fn: str | None = None) -> BaseModel:
     for part in ("unet", "text_encoder", "tokenizer", "scheduler"):
         if not (path / part).is_dir():
             raise BaseModelError(f"{path}: missing {part}/ (diffusers layout expected)")
+    try:
+        verify_checksums(path)  # a directory that ships checksums (the embedded base) is checked before use
+    except ChecksumError as exc:
+        raise BaseModelError(str(exc)) from None
     index = json.loads(index_path.read_text())
     sdxl = (path / "text_encoder_2").is_dir()
     model = BaseModel(

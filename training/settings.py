@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import BaseModel as Model
 from pydantic import Field
 
+from training.pretrain.settings import PretrainSettings
+
 
 class TrainSettings(Model):
     act_fn: str | None = Field(None, description="UNet activation (CosmicMan Prime); None keeps the base model's")
@@ -46,7 +48,9 @@ class TrainSettings(Model):
 
 
 class TrainingProfile(Model):
-    base_model_dir: Path | None = Field(None, description="diffusers SD directory; default the embedded tiny model")
+    base_model_dir: Path | None = Field(None, description="diffusers SD directory; default the embedded base "
+                                        "(models/embedded-base, made by pretrain-base)")
+    pretrain: PretrainSettings = Field(default_factory=PretrainSettings, description="pretrain-base's recipe")
     snapshot_version: int | None = Field(None, description="CosmicMan-HQ version to train on; default the latest")
     registered_model: str = "cosmicman-daring"
     accelerator_pool: str = Field("accelerator", description="Dagster pool: two trainings never share the accelerator")

@@ -5,21 +5,55 @@ from __future__ import annotations
 from pathlib import Path
 
 from flywheel.protocol import load_protocol
-from flywheel.settings import Settings
+from flywheel.settings import PROJECT_ROOT, Settings
+
+EMBEDDED_BASE_DIR = PROJECT_ROOT / "models" / "embedded-base"
 
 
 def base_model_dir(settings: Settings) -> Path:
-    """The configured SD directory, else the embedded tiny model (created on first use)."""
+    """The configured SD directory, else the embedded base shipped in ``models/embedded-base``."""
     if settings.training.base_model_dir is not None:
         return settings.training.base_model_dir
-    from training.base_model import create_tiny_base
+    if not (EMBEDDED_BASE_DIR / "model_index.json").exists():
+        raise FileNotFoundError(f"{EMBEDDED_BASE_DIR}: the embedded base model is missing (it ships with the "
+                                f"repository; `cosmicman pretrain-base` rebuilds it)")
+    return EMBEDDED_BASE_DIR
 
-    folder = settings.workspace / "models" / "tiny-base"
-    if not (folder / "model_index.json").exists():
-        tmp = folder.with_name(folder.name + ".partial")
-        create_tiny_base(tmp, load_protocol(settings.protocol_path), seed=settings.training.train.seed)
-        tmp.rename(folder)
-    return folder
+
+def pretrain_embedded_base(settings: Settings, out: Path = EMBEDDED_BASE_DIR, work_dir: Path | None = None,
+                           tags: dict[str, str] | None = None):
+    """``pretrain-base``: train (or continue) the embedded base under one MLflow run; write it to ``out``
+    with its model card and checksums."""
+    import json
+
+    import mlflow
+
+    from flywheel.preview import png_bytes
+    from flywheel.tracking import flatten, mlflow_run
+    from training.checksums import write_checksums
+    from training.pretrain.card import write_card
+    from training.pretrain.run import pretrain_base
+    from training.run import git_commit
+
+    s = settings.training.pretrain
+    work_dir = work_dir or settings.workspace / "pretrain"
+    with mlflow_run(settings.tracking, f"{settings.tracking.experiment_prefix}-pretraining", "pretrain-base",
+                    tags={"cosmicman.stage": "pretrain_base", "git_commit": git_commit(), **(tags or {})}) as run:
+        mlflow.log_params(flatten(s.model_dump(mode="json")))
+        mlflow.log_dict(s.corpus.model_dump(mode="json"), "corpus_recipe.json")
+        result = pretrain_base(
+            s, work_dir, Path(out), settings.protocol_path,
+            on_log=lambda stage, step, metrics: mlflow.log_metrics(metrics, step=step),
+            on_grid=lambda step, grid: mlflow.log_image(grid, f"samples/step-{step:06d}.png"))
+        mlflow.log_metrics({f"seconds_{k}": v for k, v in result.total_seconds.items()})
+        mlflow.log_metric("vae_scaling_factor", result.scaling_factor)
+        settings_json = json.loads((Path(out) / "pretrain_settings.json").read_text())["settings"]
+        write_card(Path(out), settings_json, result.total_seconds, result.scaling_factor)
+        (Path(out) / "samples.png").write_bytes(png_bytes(result.grid))
+        write_checksums(Path(out))
+        mlflow.log_artifact(str(Path(out) / "README.md"))
+        result.run_id = run.info.run_id
+    return result
 
 
 def training_snapshot(settings: Settings, version: int | None = None):

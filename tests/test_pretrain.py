@@ -1,0 +1,171 @@
+"""pretrain-base end to end on a tiny recipe, the weak captions, the CLIP tokenizer, and the checksums."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from training.pretrain.settings import PretrainSettings
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """``pretrain-base`` on the test profile's tiny recipe, tracked in a real MLflow store."""
+    from flywheel.settings import load_settings
+    from training.stages import pretrain_embedded_base
+
+    root = tmp_path_factory.mktemp("pretrain")
+    settings = load_settings("test", workspace=str(root / "workspace"))
+    result = pretrain_embedded_base(settings, root / "base", root / "work")
+    return root, result, settings
+
+
+def tiny(settings, **unet) -> PretrainSettings:
+    s = settings.training.pretrain.model_copy(deep=True)
+    s.unet = s.unet.model_copy(update=unet)
+    return s
+
+
+def test_pretrain_writes_an_sd15_pipeline_that_loads_encodes_decodes_and_samples(pretrained):
+    from diffusers import AutoencoderKL
+
+    from training.base_model import load_base
+    from training.sampling import generate
+
+    root, result, _ = pretrained
+    folder = root / "base"
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert index["vae"] == ["diffusers", "AutoencoderKL"] and index["text_encoder"] == ["transformers", "CLIPTextModel"]
+    assert {p.name for p in folder.iterdir()} >= {"vae", "unet", "text_encoder", "tokenizer", "scheduler"}
+    assert (folder / "tokenizer" / "vocab.json").exists() and (folder / "tokenizer" / "merges.txt").exists()
+    assert list((folder / "unet").glob("*.safetensors"))
+    base = load_base(folder)
+    assert base.vae is not None and base.vae_scale == 4 and base.image_size == (96, 64) and base.latent_size == (24, 16)
+    assert isinstance(base.vae, AutoencoderKL)
+    assert base.vae.config.scaling_factor == pytest.approx(result.scaling_factor) and result.scaling_factor > 0
+    x = torch.rand(2, 3, 96, 64) * 2 - 1
+    with torch.no_grad():
+        z = base.vae.encode(x).latent_dist.mean
+        y = base.vae.decode(z).sample
+    assert z.shape == (2, 4, 24, 16) and y.shape == x.shape
+    images = generate(base, base.unet, ["a man wearing a red t-shirt"], [0], 96, 64, steps=2)
+    assert images.shape == (1, 96, 64, 3) and images.dtype == np.uint8
+    # the full CLIP model beside it (the embedded CLIPScore backend)
+    from transformers import CLIPModel
+
+    from training.pretrain.run import clip_dir
+
+    clip = CLIPModel.from_pretrained(clip_dir(folder))
+    assert clip.config.text_config.hidden_size == 32
+
+
+def test_pretrain_is_tracked_in_mlflow_with_its_recipe_losses_and_sample_grids(pretrained):
+    import mlflow
+
+    root, result, settings = pretrained
+    run = mlflow.MlflowClient(settings.tracking.tracking_uri).get_run(result.run_id)
+    assert run.data.params["corpus.captions.wrong_word_share"] == "0.1"
+    assert run.data.params["unet.steps"] == "4"
+    for key in ("vae/l1", "clip/loss", "unet/loss", "seconds_unet", "vae_scaling_factor"):
+        assert key in run.data.metrics, key
+    history = mlflow.MlflowClient(settings.tracking.tracking_uri).get_metric_history(result.run_id, "unet/loss")
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    artifacts = mlflow.artifacts.list_artifacts(run_id=result.run_id, tracking_uri=settings.tracking.tracking_uri)
+    names = {a.path for a in artifacts}
+    assert {"corpus_recipe.json", "README.md", "samples"} <= names
+    grids = mlflow.artifacts.list_artifacts(run_id=result.run_id, artifact_path="samples",
+                                            tracking_uri=settings.tracking.tracking_uri)
+    assert len(grids) == 2  # one mid-run (step 2 of 4) and the final grid
+    card = (root / "base" / "README.md").read_text()
+    assert "48 clean renders" in card and "total:" in card and "wrong_word_share" in card
+
+
+def test_pretrain_resumes_from_its_checkpoints_and_trains_further(pretrained, tmp_path):
+    from training.pretrain.run import pretrain_base
+
+    root, _, settings = pretrained
+    state = torch.load(root / "work" / "unet.pt", weights_only=False)
+    assert state["step"] == 4
+    # a rerun with the same recipe trains no step
+    again: list = []
+    pretrain_base(tiny(settings), root / "work", tmp_path / "same", on_log=lambda *a: again.append(a))
+    assert again == [] and torch.load(root / "work" / "unet.pt", weights_only=False)["step"] == 4
+    # more UNet steps continue from step 4, VAE and CLIP untouched
+    vae_before = (root / "work" / "vae.pt").stat().st_mtime_ns
+    steps: list = []
+    pretrain_base(tiny(settings, steps=6), root / "work", tmp_path / "more", on_log=lambda st, k, m: steps.append((st, k)))
+    assert steps == [("unet", 5), ("unet", 6)]
+    assert torch.load(root / "work" / "unet.pt", weights_only=False)["step"] == 6
+    assert (root / "work" / "vae.pt").stat().st_mtime_ns == vae_before
+    from training.base_model import load_base
+
+    a, b = load_base(tmp_path / "same"), load_base(tmp_path / "more")
+    assert not torch.equal(a.unet.conv_in.weight, b.unet.conv_in.weight)
+    assert torch.equal(a.vae.encoder.conv_in.weight, b.vae.encoder.conv_in.weight)
+
+
+def test_a_corrupted_or_missing_weight_file_fails_naming_the_file(pretrained, tmp_path):
+    from training.base_model import BaseModelError, load_base
+    from training.checksums import write_checksums
+
+    root, *_ = pretrained
+    folder = tmp_path / "base"
+    shutil.copytree(root / "base", folder)
+    write_checksums(folder)
+    load_base(folder)  # intact: loads
+    weights = next((folder / "unet").glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BaseModelError, match=r"unet/diffusion_pytorch_model\.safetensors: sha256 mismatch"):
+        load_base(folder)
+    weights.unlink()
+    with pytest.raises(BaseModelError, match=r"unet/diffusion_pytorch_model\.safetensors: missing"):
+        load_base(folder)
+
+
+def test_weak_captions_are_short_partial_and_sometimes_wrong(protocol):
+    from flywheel.synthetic.attributes import sample_answers
+    from training.pretrain.settings import WeakCaptionRecipe
+    from training.pretrain.weak_captions import COLOURS, weak_caption
+
+    rng = np.random.default_rng(0)
+    people = [sample_answers(rng, protocol, person_type="upper body") for _ in range(400)]
+    clean = [weak_caption(a, np.random.default_rng(i), WeakCaptionRecipe(wrong_word_share=0.0)) for i, a in enumerate(people)]
+    noisy = [weak_caption(a, np.random.default_rng(i), WeakCaptionRecipe(wrong_word_share=0.5)) for i, a in enumerate(people)]
+    assert max(len(c.split()) for c in clean) <= 20  # dense CosmicMan-HQ captions run to 60+ words
+    assert not any("left" in c or "sleeve" in c for c in clean)  # no part hierarchy
+
+    def colour_errors(captions):
+        wrong = 0
+        for caption, a in zip(captions, people):
+            true = {a.get("top_color"), a.get("dress_color"), a.get("bottom_color"), a.get("hat_color"),
+                    a.get("scarf_color"), a.get("shoe_color"), a.get("bag_color")}
+            wrong += any(c in caption.split() and c not in true for c in COLOURS)
+        return wrong
+
+    assert colour_errors(clean) == 0
+    assert colour_errors(noisy) > 40
+    named = sum(("woman" in c or "lady" in c) == (a["gender"] == "woman") for c, a in zip(clean, people) if "person" not in c)
+    assert named == sum("person" not in c for c in clean)  # with no wrong words, the gender named is the true one
+
+
+def test_clip_tokenizer_is_bpe_with_whole_words_and_no_unknowns(tmp_path):
+    from transformers import CLIPTokenizer
+
+    from training.pretrain.clip import build_clip_tokenizer
+
+    build_clip_tokenizer(["a woman wearing a red t-shirt", "headshot of a man"], tmp_path / "tok")
+    tok = CLIPTokenizer.from_pretrained(tmp_path / "tok")
+    assert tok.convert_ids_to_tokens(tok("a red t-shirt").input_ids) == [
+        "<|startoftext|>", "a</w>", "red</w>", "t</w>", "-</w>", "shirt</w>", "<|endoftext|>"]
+    pieces = tok.convert_ids_to_tokens(tok("zebra").input_ids)[1:-1]  # never seen: split into known byte symbols
+    assert "".join(pieces).replace("</w>", "") == "zebra" and len(pieces) > 1
+    enc = tok("a red top", padding="max_length", max_length=77, return_offsets_mapping=True)
+    assert len(enc.input_ids) == 77 and enc.input_ids[-1] == tok.eos_token_id  # padded with the end token, like SD 1.5
+    assert enc.offset_mapping[2] == (2, 5)  # "red": Daring's token spans need offsets

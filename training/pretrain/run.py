@@ -1,0 +1,221 @@
+"""``pretrain-base``: corpus -> VAE -> latents -> CLIP -> UNet -> a StableDiffusionPipeline directory.
+
+Every stage checkpoints its state (weights, optimizer, step, random generator) under
+``work_dir`` every ``checkpoint_every`` steps, written atomically, and a rerun continues
+from there; a finished stage is skipped. Raising a stage's step count and rerunning
+trains it further. Metrics and sample grids go to one MLflow run when tracking is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import CLIPModel, CLIPTextModel
+
+from flywheel.protocol import load_protocol
+from training.base_model import BaseModel
+from training.pretrain.clip import build_clip, build_clip_tokenizer, train_clip_steps
+from training.pretrain.corpus import build_corpus
+from training.pretrain.settings import PretrainSettings
+from training.pretrain.unet import Ema, build_scheduler, build_unet, train_unet_steps
+from training.pretrain.vae import (
+    build_vae,
+    encode_corpus,
+    latent_scaling_factor,
+    train_vae_steps,
+)
+from training.tokenizer import protocol_words
+
+Log = Callable[[str, int, dict], None]
+
+
+@dataclass
+class PretrainResult:
+    output_dir: Path
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage in this call
+    total_seconds: dict[str, float] = field(default_factory=dict)  # summed over every call on this work_dir
+    scaling_factor: float = 0.0
+    grid: np.ndarray | None = None
+    run_id: str | None = None
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _run_stage(name: str, path: Path, total: int, modules: dict, optimizer, generator: torch.Generator, every: int,
+               train: Callable[[int, int], None], extra_state: Callable[[], dict] | None = None,
+               restore: Callable[[dict], None] | None = None) -> int:
+    """Train ``modules`` from the checkpoint at ``path`` (if any) to ``total`` steps, checkpointing as it goes."""
+    step = 0
+    if path.exists():
+        state = torch.load(path, weights_only=False)
+        for k, m in modules.items():
+            m.load_state_dict(state[k])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step = state["step"]
+        if restore:
+            restore(state)
+    while step < total:
+        stop = min(total, step + every)
+        train(step, stop)
+        step = stop
+        _save_atomic({**{k: m.state_dict() for k, m in modules.items()}, "optimizer": optimizer.state_dict(),
+                      "generator": generator.get_state(), "step": step, **(extra_state() if extra_state else {})}, path)
+    return step
+
+
+def pretrain_base(s: PretrainSettings, work_dir: Path, output_dir: Path, protocol_path: str | Path | None = None,
+                  on_log: Log | None = None, on_grid: Callable[[int, np.ndarray], None] | None = None) -> PretrainResult:
+    """Run (or continue) every stage; write the pipeline to ``output_dir`` (atomically: ``.partial`` then rename)."""
+    from training.sampling import generate, image_grid
+
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    def log(stage: str, step: int, metrics: dict) -> None:
+        if on_log and step % s.log_every == 0:
+            on_log(stage, step, {f"{stage}/{k}": v for k, v in metrics.items()})
+    work_dir, output_dir = Path(work_dir), Path(output_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    result = PretrainResult(output_dir)
+    protocol = load_protocol(protocol_path)
+
+    timing_path = work_dir / "timing.json"  # wall time of every call, summed: the model card's figure
+    previous = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+    t0 = time.perf_counter()
+    corpus = build_corpus(s.corpus, protocol_path, work_dir / "cache")
+    result.seconds["corpus"] = time.perf_counter() - t0
+
+    tok_dir = work_dir / f"tokenizer-{s.corpus.digest()}"
+    if not (tok_dir / "tokenizer_config.json").exists():
+        build_clip_tokenizer(corpus.captions + [" ".join(protocol_words(protocol))], tok_dir.with_suffix(".partial"))
+        tok_dir.with_suffix(".partial").rename(tok_dir)
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+
+    # VAE
+    t0 = time.perf_counter()
+    torch.manual_seed(s.seed)
+    vae = build_vae(s.vae, s.corpus.height)
+    opt = torch.optim.AdamW(vae.parameters(), lr=s.vae.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(s.seed + 1)
+    _run_stage("vae", work_dir / "vae.pt", s.vae.steps, {"vae": vae}, opt, gen, s.checkpoint_every,
+               lambda a, b: train_vae_steps(vae, opt, corpus.images, s.vae, a, b, gen, lambda k, m: log("vae", k, m)))
+    vae.eval().requires_grad_(False)
+    result.seconds["vae"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    latents_path = work_dir / f"latents-{s.corpus.digest()}-{s.corpus.count}-vae{s.vae.steps}.npz"
+    if latents_path.exists():
+        with np.load(latents_path) as z:
+            means, stds = z["means"], z["stds"]
+    else:
+        means, stds = encode_corpus(vae, corpus.images)
+        tmp = latents_path.with_name(latents_path.name + ".tmp.npz")
+        np.savez(tmp, means=means, stds=stds)
+        tmp.replace(latents_path)
+    scaling = latent_scaling_factor(means, stds)
+    vae.register_to_config(scaling_factor=scaling)
+    result.scaling_factor = scaling
+    result.seconds["latents"] = time.perf_counter() - t0
+
+    # CLIP (text encoder + vision tower)
+    t0 = time.perf_counter()
+    torch.manual_seed(s.seed + 2)
+    clip = build_clip(s.clip, tokenizer)
+    opt = torch.optim.AdamW(clip.parameters(), lr=s.clip.lr, weight_decay=0.1)
+    gen = torch.Generator().manual_seed(s.seed + 3)
+    _run_stage("clip", work_dir / "clip.pt", s.clip.steps, {"clip": clip}, opt, gen, s.checkpoint_every,
+               lambda a, b: train_clip_steps(clip, opt, tokenizer, corpus.images, corpus.captions, s.clip, a, b, gen,
+                                             lambda k, m: log("clip", k, m)))
+    clip.eval().requires_grad_(False)
+    text_encoder = text_encoder_of(clip)
+    result.seconds["clip"] = time.perf_counter() - t0
+
+    # UNet
+    t0 = time.perf_counter()
+    torch.manual_seed(s.seed + 4)
+    latent_size = tuple(means.shape[-2:])
+    unet = build_unet(s.unet, means.shape[2], latent_size, text_encoder.config.hidden_size)
+    ema = Ema(unet, s.unet.ema_decay)
+    scheduler = build_scheduler(s.unet)
+    opt = torch.optim.AdamW(unet.parameters(), lr=s.unet.lr, weight_decay=1e-2)
+    gen = torch.Generator().manual_seed(s.seed + 5)
+    base = BaseModel(output_dir, ema.model, text_encoder, tokenizer, scheduler, vae=vae)
+
+    def sample_grid() -> np.ndarray:
+        prompts = s.sample_prompts
+        images = generate(base, ema.model, prompts, list(range(len(prompts))), *base.image_size,
+                          steps=s.sample_steps, guidance_scale=s.guidance_scale)
+        return image_grid(images, cols=4)
+
+    def train(a: int, b: int) -> None:
+        train_unet_steps(unet, ema, opt, text_encoder, tokenizer, scheduler, means, stds, corpus.captions, scaling,
+                         s.unet, a, b, gen, lambda k, m: log("unet", k, m))
+        if on_grid and (b // s.sample_every > a // s.sample_every) and b < s.unet.steps:
+            on_grid(b, sample_grid())
+
+    _run_stage("unet", work_dir / "unet.pt", s.unet.steps, {"unet": unet}, opt, gen, s.checkpoint_every, train,
+               extra_state=lambda: {"ema": ema.model.state_dict(), "ema_step": ema.step},
+               restore=lambda st: (ema.model.load_state_dict(st["ema"]), setattr(ema, "step", st["ema_step"])))
+    result.seconds["unet"] = time.perf_counter() - t0
+
+    partial = output_dir.with_name(output_dir.name + ".partial")
+    clip_partial = partial.with_name(clip_dir(output_dir).name + ".partial")
+    base.save(partial)
+    write_card_inputs(partial, s, scaling)
+    clip.save_pretrained(clip_partial)
+    tokenizer.save_pretrained(clip_partial)
+    for folder in (partial / "tokenizer", clip_partial):  # CLIP's own files too, as SD 1.5's tokenizer/ has them
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copyfile(tok_dir / name, folder / name)
+    _replace_dir(partial, output_dir)
+    _replace_dir(clip_partial, clip_dir(output_dir))
+    result.grid = sample_grid()
+    result.total_seconds = {k: previous.get(k, 0.0) + v for k, v in result.seconds.items()}
+    timing_path.write_text(json.dumps(result.total_seconds, indent=1))
+    if on_grid:
+        on_grid(s.unet.steps, result.grid)
+    return result
+
+
+def clip_dir(output_dir: Path) -> Path:
+    """The full CLIP model (text and vision towers) beside the pipeline: the embedded CLIPScore backend."""
+    return Path(output_dir).with_name(Path(output_dir).name + "-clip")
+
+
+def text_encoder_of(clip: CLIPModel) -> CLIPTextModel:
+    text = CLIPTextModel(clip.config.text_config)
+    state = clip.text_model.state_dict()
+    if all(k.startswith("text_model.") for k in text.state_dict()):  # transformers < 5 wraps the transformer
+        state = {f"text_model.{k}": v for k, v in state.items()}
+    text.load_state_dict(state)
+    return text.eval().requires_grad_(False)
+
+
+def write_card_inputs(folder: Path, s: PretrainSettings, scaling: float) -> None:
+    (folder / "pretrain_settings.json").write_text(json.dumps({"settings": s.model_dump(mode="json"),
+                                                               "vae_scaling_factor": scaling}, indent=1))
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    if dst.exists():
+        old = dst.with_name(dst.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        dst.rename(old)
+        src.rename(dst)
+        shutil.rmtree(old)
+    else:
+        src.rename(dst)

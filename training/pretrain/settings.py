@@ -1,0 +1,100 @@
+"""Settings of ``cosmicman pretrain-base`` (pydantic only, cheap to import; the model card records them)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pydantic import BaseModel, Field
+
+
+class WeakCaptionRecipe(BaseModel):
+    """How weak a pretraining caption is (kept in the model card)."""
+
+    p_gender: float = Field(0.9, ge=0, le=1, description="the caption names the gender")
+    p_shot: float = Field(0.6, ge=0, le=1, description="the caption names the shot (full body, upper body, headshot)")
+    p_main_garment: float = Field(0.85, ge=0, le=1, description="the top (or dress) is named")
+    p_colour: float = Field(0.85, ge=0, le=1, description="a named garment has its colour")
+    p_type: float = Field(0.6, ge=0, le=1, description="a named garment has its type (else a generic word)")
+    p_second_garment: float = Field(0.3, ge=0, le=1, description="one more garment (bottom, hat, scarf, shoes, bag)")
+    p_age: float = Field(0.2, ge=0, le=1)
+    wrong_word_share: float = Field(0.1, ge=0, le=1, description="each content word is replaced by a wrong one")
+
+
+class CorpusSettings(BaseModel):
+    count: int = Field(20000, ge=1, description="renders in the corpus")
+    seed: int = Field(7_000_003, description="render seed: a range no snapshot uses (snapshots use small seeds)")
+    height: int = Field(96, ge=16)
+    width: int = Field(64, ge=16)
+    render_scale: int = Field(2, ge=1, description="render at this multiple of the size, then area-downscale")
+    person_type_weights: dict[str, float] = Field(default_factory=lambda: {"full body": 0.5, "upper body": 0.3, "headshot": 0.2})
+    captions: WeakCaptionRecipe = Field(default_factory=WeakCaptionRecipe)
+    workers: int = Field(2, ge=1)
+
+    def digest(self) -> str:
+        raw = self.model_dump(exclude={"workers"})
+        return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class VaeSettings(BaseModel):
+    block_out_channels: tuple[int, ...] = Field((16, 32, 64), description="one entry per level: 3 levels = 4x downsampling")
+    latent_channels: int = 4
+    norm_num_groups: int = 8
+    steps: int = Field(800, ge=0)
+    batch_size: int = Field(32, ge=1)
+    crop: tuple[int, int] = Field((48, 32), description="trained on random crops (h, w): it is convolutional, and "
+                                  "full 96x64 images cost four times as much per step")
+    lr: float = 1e-3
+    kl_weight: float = 1e-6
+
+
+class ClipSettings(BaseModel):
+    hidden_size: int = 128
+    layers: int = 3
+    heads: int = 4
+    projection_dim: int = 64
+    vision_size: int = Field(48, description="the vision tower sees the image resized to a square of this side")
+    vision_patch: int = 8
+    vision_hidden: int = 128
+    vision_layers: int = 2
+    steps: int = Field(400, ge=0)
+    batch_size: int = Field(128, ge=2)
+    lr: float = 1e-3
+    max_tokens: int = Field(24, description="text length during contrastive training (weak captions are shorter)")
+
+
+class UnetSettings(BaseModel):
+    block_out_channels: tuple[int, ...] = (32, 64, 128)
+    # cross-attention at 1/2 and 1/4 of the latent (12x8 and 6x4 tokens for 24x16 latents) and in
+    # the mid block; at the full latent size it doubled the step time on two cores (2.9 vs 1.5 s)
+    down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    layers_per_block: int = 1
+    attention_heads: int = 4
+    prediction_type: str = "epsilon"
+    beta_schedule: str = "squaredcos_cap_v2"
+    steps: int = Field(2400, ge=0)
+    batch_size: int = Field(64, ge=1)
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    caption_dropout: float = 0.1
+    snr_gamma: float | None = 5.0
+    ema_decay: float = 0.999
+
+
+class PretrainSettings(BaseModel):
+    corpus: CorpusSettings = Field(default_factory=CorpusSettings)
+    vae: VaeSettings = Field(default_factory=VaeSettings)
+    clip: ClipSettings = Field(default_factory=ClipSettings)
+    unet: UnetSettings = Field(default_factory=UnetSettings)
+    seed: int = 0
+    threads: int | None = Field(None, description="torch CPU threads (None: torch's default); more threads than free "
+                                "cores slows CPU training several times over")
+    log_every: int = Field(25, ge=1, description="steps between logged losses")
+    checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints of each stage")
+    sample_every: int = Field(400, ge=1, description="UNet steps between sample grids logged to MLflow")
+    sample_steps: int = Field(25, ge=1, description="DDIM steps of the sample grids")
+    guidance_scale: float = 4.0
+    sample_prompts: list[str] = Field(default_factory=lambda: [
+        f"{shot} of a {g} wearing a {c} t-shirt" for shot in ("full-body shot", "upper-body shot")
+        for g in ("man", "woman") for c in ("red", "blue", "green", "yellow")])

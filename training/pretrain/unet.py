@@ -1,0 +1,86 @@
+"""The embedded base's latent ``UNet2DConditionModel``, trained on the cached corpus latents.
+
+SD 1.5's recipe at small scale: the text encoder frozen, epsilon prediction, 10% of
+captions dropped for classifier-free guidance, Min-SNR-5 loss weighting (faster
+convergence at no cost per step) and an EMA of the weights, which is what is saved.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from tqdm import tqdm
+
+from training.denoising import denoising_target, min_snr_weights
+from training.pretrain.settings import UnetSettings
+
+
+def build_unet(s: UnetSettings, latent_channels: int, latent_size: tuple[int, int], cross_attention_dim: int
+               ) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=latent_size, in_channels=latent_channels, out_channels=latent_channels,
+        down_block_types=s.down_block_types, up_block_types=s.up_block_types, block_out_channels=s.block_out_channels,
+        layers_per_block=s.layers_per_block, cross_attention_dim=cross_attention_dim,
+        attention_head_dim=s.attention_heads,  # diffusers' SD-era name for the number of heads
+        norm_num_groups=math.gcd(32, *s.block_out_channels))
+
+
+def build_scheduler(s: UnetSettings) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule=s.beta_schedule, prediction_type=s.prediction_type,
+                         clip_sample=False)
+
+
+class Ema:
+    """Exponential moving average of the UNet's weights, with the usual warm-up."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, step: int = 0):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.step = decay, step
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.step += 1
+        d = min(self.decay, (1 + self.step) / (10 + self.step))
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - d)
+
+
+def train_unet_steps(unet, ema: Ema, optimizer, text_encoder, tokenizer, scheduler: DDPMScheduler,
+                     means: np.ndarray, stds: np.ndarray, captions: list[str], scaling_factor: float, s: UnetSettings,
+                     start: int, stop: int, generator: torch.Generator, on_log=None) -> None:
+    """Steps ``start``..``stop`` of UNet training; ``means``/``stds``: (N, 2, C, h, w) latents of each image and its mirror."""
+    unet.train()
+    lr_at = lambda step: s.lr * min(1.0, (step + 1) / max(1, s.warmup_steps))
+    for step in tqdm(range(start, stop), desc="unet", initial=start, total=s.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        idx = torch.randint(0, len(means), (s.batch_size,), generator=generator).numpy()
+        view = torch.randint(0, 2, (s.batch_size,), generator=generator).numpy()
+        mean = torch.from_numpy(means[idx, view].astype(np.float32))
+        std = torch.from_numpy(stds[idx, view].astype(np.float32))
+        latents = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling_factor
+        texts = [("" if torch.rand(1, generator=generator).item() < s.caption_dropout else captions[i]) for i in idx]
+        with torch.no_grad():
+            ids = tokenizer(texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+                            return_tensors="pt").input_ids
+            context = text_encoder(ids)[0]
+        noise = torch.randn(latents.shape, generator=generator)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (s.batch_size,), generator=generator)
+        noisy = scheduler.add_noise(latents, noise, t)
+        pred = unet(noisy, t, encoder_hidden_states=context).sample
+        target = denoising_target(scheduler, latents, noise, t)
+        per_sample = ((pred - target) ** 2).mean(dim=(1, 2, 3))
+        if s.snr_gamma:
+            per_sample = per_sample * min_snr_weights(scheduler, t, s.snr_gamma)
+        loss = per_sample.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        optimizer.step()
+        ema.update(unet)
+        if on_log:
+            on_log(step + 1, {"loss": loss.item(), "lr": lr_at(step)})
