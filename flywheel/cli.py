@@ -247,6 +247,41 @@ def evaluate_cmd(
     console.print(f"report: {result.report_html} (MLflow run {result.run_id})")
 
 
+TRUTH_JUDGE_DIR = Path(__file__).resolve().parents[1] / "models" / "truth-judge"
+
+
+@app.command("train-judge")
+def train_judge_cmd(
+    out: Path = typer.Option(TRUTH_JUDGE_DIR, help="folder to write (weights, config, checksums, model card)"),
+    renders: int | None = typer.Option(None, help="training renders (default: TruthJudgeSettings')"),
+    epochs: float | None = typer.Option(None, help="passes over the renders"),
+    seed: int | None = typer.Option(None, help="renderer seed of the training scenes"),
+    held_out: int = typer.Option(2000, help="fresh renders scored for the model card (0: none)"),
+    threads: int | None = typer.Option(None, help="torch threads (default: torch's)"),
+) -> None:
+    """Train the truth judge on the renderer's ground truth only (never flywheel labels); write it with a model card."""
+    import torch
+
+    from evaluation import truth_judge
+
+    if threads:
+        torch.set_num_threads(threads)
+    given = {"renders": renders, "epochs": epochs, "seed": seed}
+    settings = truth_judge.TruthJudgeSettings(**{k: v for k, v in given.items() if v is not None})
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as bar:
+        task = bar.add_task(f"rendering {settings.renders} scenes", total=None)
+
+        def progress(phase: str, done: int, total: int, loss: float) -> None:
+            bar.update(task, description=phase if phase != "training" else f"training (loss {loss:.3f})",
+                       completed=done, total=total)
+
+        judge, report = truth_judge.write_truth_judge(load_protocol(), settings, out, held_out, progress)
+    means = ", ".join(f"{k} {truth_judge.mean_accuracy(report[k]):.3f}" for k in ("clean", "degraded") if report)
+    console.print(f"{judge.identity}: {out} ({judge.training['train_seconds']} s training); "
+                  f"held-out mean accuracy {means or 'not measured'}")
+
+
 @app.command("settings")
 def show_settings(profile: Optional[str] = ProfileOpt) -> None:
     """Print the resolved settings of a profile (after environment overrides)."""
