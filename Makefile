@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DVC_ENV := .tools/dvc
 export DAGSTER_HOME ?= $(CURDIR)/workspace/dagster_home
 
-.PHONY: demo test env ui mlflow-ui label-studio bench clean browser evaluate
+.PHONY: demo test env ui mlflow-ui label-studio bench clean browser evaluate pretrain-base
 
 # The project environment: every pin comes from requirements.lock (generated with
 # `uv pip compile`, see README), installed without resolution so nothing drifts.
@@ -52,12 +52,17 @@ bench: env
 	-$(BIN)/python benchmarks/daring_overhead.py
 	-$(BIN)/python benchmarks/dual_prior_iou.py
 	-$(BIN)/python benchmarks/judge_accuracy.py
-	-$(BIN)/python benchmarks/tiny_base_prompt_response.py  # needs the demo's snapshot (make demo)
+	-$(BIN)/python benchmarks/truth_judge.py
+	-$(BIN)/python benchmarks/base_model.py
 
 # Headless Chromium for the report-rendering test (Debian's package; installing it needs root or sudo).
 browser:
 	command -v chromium >/dev/null || { $$(command -v sudo) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -qq chromium >/dev/null; }
+
+# Pretrain the embedded base again (resumes from workspace/pretrain; writes models/embedded-base).
+pretrain-base: env
+	$(BIN)/cosmicman pretrain-base
 
 # Re-evaluate the newest version of every variant (after `make demo` or any training run).
 evaluate: env

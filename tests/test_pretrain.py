@@ -100,6 +100,8 @@ def test_pretrain_resumes_from_its_checkpoints_and_trains_further(pretrained, tm
     steps: list = []
     pretrain_base(tiny(settings, steps=6), root / "work", tmp_path / "more", on_log=lambda st, k, m: steps.append((st, k)))
     assert steps == [("unet", 5), ("unet", 6)]
+    timing = json.loads((root / "work" / "timing.json").read_text())  # every call's wall time, summed
+    assert set(timing) == {"corpus", "vae", "latents", "clip", "unet", "export"} and all(v > 0 for v in timing.values())
     assert torch.load(root / "work" / "unet.pt", weights_only=False)["step"] == 6
     assert (root / "work" / "vae.pt").stat().st_mtime_ns == vae_before
     from training.base_model import load_base

@@ -53,8 +53,28 @@ def _save_atomic(obj, path: Path) -> None:
     tmp.replace(path)
 
 
+class WallClock:
+    """Wall time per stage, summed over every call on a work_dir and saved as it goes, so a killed
+    and resumed run still reports its whole cost (the model card's figure)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.total: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+        self.this_call: dict[str, float] = {}
+        self._mark = time.perf_counter()
+
+    def charge(self, stage: str) -> None:
+        now = time.perf_counter()
+        for d in (self.total, self.this_call):
+            d[stage] = d.get(stage, 0.0) + now - self._mark
+        self._mark = now
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.total, indent=1))
+        tmp.replace(self.path)
+
+
 def _run_stage(name: str, path: Path, total: int, modules: dict, optimizer, generator: torch.Generator, every: int,
-               train: Callable[[int, int], None], extra_state: Callable[[], dict] | None = None,
+               train: Callable[[int, int], None], clock: WallClock, extra_state: Callable[[], dict] | None = None,
                restore: Callable[[dict], None] | None = None) -> int:
     """Train ``modules`` from the checkpoint at ``path`` (if any) to ``total`` steps, checkpointing as it goes."""
     step = 0
@@ -73,6 +93,8 @@ def _run_stage(name: str, path: Path, total: int, modules: dict, optimizer, gene
         step = stop
         _save_atomic({**{k: m.state_dict() for k, m in modules.items()}, "optimizer": optimizer.state_dict(),
                       "generator": generator.get_state(), "step": step, **(extra_state() if extra_state else {})}, path)
+        clock.charge(name)
+    clock.charge(name)
     return step
 
 
@@ -91,11 +113,9 @@ def pretrain_base(s: PretrainSettings, work_dir: Path, output_dir: Path, protoco
     result = PretrainResult(output_dir)
     protocol = load_protocol(protocol_path)
 
-    timing_path = work_dir / "timing.json"  # wall time of every call, summed: the model card's figure
-    previous = json.loads(timing_path.read_text()) if timing_path.exists() else {}
-    t0 = time.perf_counter()
+    clock = WallClock(work_dir / "timing.json")
     corpus = build_corpus(s.corpus, protocol_path, work_dir / "cache")
-    result.seconds["corpus"] = time.perf_counter() - t0
+    clock.charge("corpus")
 
     tok_dir = work_dir / f"tokenizer-{s.corpus.digest()}"
     if not (tok_dir / "tokenizer_config.json").exists():
@@ -106,17 +126,14 @@ def pretrain_base(s: PretrainSettings, work_dir: Path, output_dir: Path, protoco
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
 
     # VAE
-    t0 = time.perf_counter()
     torch.manual_seed(s.seed)
     vae = build_vae(s.vae, s.corpus.height)
     opt = torch.optim.AdamW(vae.parameters(), lr=s.vae.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(s.seed + 1)
     _run_stage("vae", work_dir / "vae.pt", s.vae.steps, {"vae": vae}, opt, gen, s.checkpoint_every,
-               lambda a, b: train_vae_steps(vae, opt, corpus.images, s.vae, a, b, gen, lambda k, m: log("vae", k, m)))
+               lambda a, b: train_vae_steps(vae, opt, corpus.images, s.vae, a, b, gen, lambda k, m: log("vae", k, m)), clock)
     vae.eval().requires_grad_(False)
-    result.seconds["vae"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
     latents_path = work_dir / f"latents-{s.corpus.digest()}-{s.corpus.count}-vae{s.vae.steps}.npz"
     if latents_path.exists():
         with np.load(latents_path) as z:
@@ -129,23 +146,20 @@ def pretrain_base(s: PretrainSettings, work_dir: Path, output_dir: Path, protoco
     scaling = latent_scaling_factor(means, stds)
     vae.register_to_config(scaling_factor=scaling)
     result.scaling_factor = scaling
-    result.seconds["latents"] = time.perf_counter() - t0
+    clock.charge("latents")
 
     # CLIP (text encoder + vision tower)
-    t0 = time.perf_counter()
     torch.manual_seed(s.seed + 2)
     clip = build_clip(s.clip, tokenizer)
     opt = torch.optim.AdamW(clip.parameters(), lr=s.clip.lr, weight_decay=0.1)
     gen = torch.Generator().manual_seed(s.seed + 3)
     _run_stage("clip", work_dir / "clip.pt", s.clip.steps, {"clip": clip}, opt, gen, s.checkpoint_every,
                lambda a, b: train_clip_steps(clip, opt, tokenizer, corpus.images, corpus.captions, s.clip, a, b, gen,
-                                             lambda k, m: log("clip", k, m)))
+                                             lambda k, m: log("clip", k, m)), clock)
     clip.eval().requires_grad_(False)
     text_encoder = text_encoder_of(clip)
-    result.seconds["clip"] = time.perf_counter() - t0
 
     # UNet
-    t0 = time.perf_counter()
     torch.manual_seed(s.seed + 4)
     latent_size = tuple(means.shape[-2:])
     unet = build_unet(s.unet, means.shape[2], latent_size, text_encoder.config.hidden_size)
@@ -167,10 +181,9 @@ def pretrain_base(s: PretrainSettings, work_dir: Path, output_dir: Path, protoco
         if on_grid and (b // s.sample_every > a // s.sample_every) and b < s.unet.steps:
             on_grid(b, sample_grid())
 
-    _run_stage("unet", work_dir / "unet.pt", s.unet.steps, {"unet": unet}, opt, gen, s.checkpoint_every, train,
+    _run_stage("unet", work_dir / "unet.pt", s.unet.steps, {"unet": unet}, opt, gen, s.checkpoint_every, train, clock,
                extra_state=lambda: {"ema": ema.model.state_dict(), "ema_step": ema.step},
                restore=lambda st: (ema.model.load_state_dict(st["ema"]), setattr(ema, "step", st["ema_step"])))
-    result.seconds["unet"] = time.perf_counter() - t0
 
     partial = output_dir.with_name(output_dir.name + ".partial")
     clip_partial = partial.with_name(clip_dir(output_dir).name + ".partial")
@@ -184,8 +197,8 @@ def pretrain_base(s: PretrainSettings, work_dir: Path, output_dir: Path, protoco
     _replace_dir(partial, output_dir)
     _replace_dir(clip_partial, clip_dir(output_dir))
     result.grid = sample_grid()
-    result.total_seconds = {k: previous.get(k, 0.0) + v for k, v in result.seconds.items()}
-    timing_path.write_text(json.dumps(result.total_seconds, indent=1))
+    clock.charge("export")
+    result.seconds, result.total_seconds = dict(clock.this_call), dict(clock.total)
     if on_grid:
         on_grid(s.unet.steps, result.grid)
     return result
