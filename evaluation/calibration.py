@@ -1,4 +1,4 @@
-"""How far to trust the judge: its accuracy on real synthetic images whose truth is known.
+"""How far to trust the judges: their accuracy on real synthetic images whose truth is known.
 
 Fresh images from the synthetic renderer (a seed of their own, so none is in the training
 pool) come with exact answers and parsing maps. Each image is captioned as the snapshot
@@ -30,6 +30,21 @@ def calibration_set(protocol, n: int, seed: int, width: int = 256, height: int =
         questions.append(caption_questions(protocol, answers, [g.part for g in groups]))
         truths.append(answers)
     return images, maps, questions, truths
+
+
+def calibrate_truth_judge(judge, n: int, seed: int, bootstrap: int = 1000) -> dict[str, SemanticAccuracy]:
+    """{'clean': ..., 'degraded': ...}: the truth judge on ``n`` renders at its working size, as
+    rendered and degraded the way generated images are (the latter qualifies generated images)."""
+    import cv2
+
+    from evaluation.truth_judge import degraded_copies
+
+    images, _, questions, _ = calibration_set(judge.protocol, n, seed)
+    h, w = judge.settings.height, judge.settings.width
+    small = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in images])
+    return {"clean": semantic_accuracy(judge.protocol, judge.answer_images(list(small)), questions, bootstrap),
+            "degraded": semantic_accuracy(judge.protocol, judge.answer_images(list(degraded_copies(small, seed))),
+                                          questions, bootstrap)}
 
 
 def calibrate(judge: Judge, n: int, seed: int, bootstrap: int = 1000) -> dict[str, SemanticAccuracy]:

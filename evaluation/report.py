@@ -15,16 +15,18 @@ import math
 from evaluation.run import ModelEvaluation
 from flywheel.preview import png_bytes
 
-# (metric key, column title, True if higher is better)
+# (metric key, column title, True if higher is better); Acc_* by the truth judge, "ann." by the annotator judge
 COLUMNS = [("acc_all", "Acc_all", True), ("acc_object", "Acc_obj", True), ("acc_texture", "Acc_tex", True),
-           ("acc_shape", "Acc_shape", True), ("attention_iou", "Attn IoU", True), ("attention_iou_body", "IoU body", True),
+           ("acc_shape", "Acc_shape", True), ("annotator_acc_all", "Acc_all (ann.)", True),
+           ("attention_iou", "Attn IoU", True), ("attention_iou_body", "IoU body", True),
            ("attention_iou_outfit", "IoU outfit", True), ("piqe", "PIQE", False), ("liqe", "LIQE", True),
-           ("musiq", "MUSIQ", True), ("fid", "FID", False), ("kid", "KID", False), ("fd_judge", "FD_judge", False),
-           ("kid_judge", "KID_judge", False), ("clipscore", "CLIPScore", True), ("pickscore", "PickScore", True),
+           ("musiq", "MUSIQ", True), ("fid", "FID", False), ("kid", "KID", False), ("fd_truth", "FD_truth", False),
+           ("kid_truth", "KID_truth", False), ("fd_judge", "FD_judge", False), ("kid_judge", "KID_judge", False), ("clipscore", "CLIPScore", True), ("pickscore", "PickScore", True),
            ("hpsv2", "HPSv2", True)]
 _SKIP_KEYS = {"acc_all": "semantic_accuracy", "acc_object": "semantic_accuracy", "acc_texture": "semantic_accuracy",
-              "acc_shape": "semantic_accuracy", "attention_iou": "attention_iou", "attention_iou_body": "attention_iou",
-              "attention_iou_outfit": "attention_iou", "fd_judge": "fd_kid", "kid_judge": "fd_kid"}
+              "acc_shape": "semantic_accuracy", "annotator_acc_all": "annotator_semantic_accuracy", "attention_iou": "attention_iou", "attention_iou_body": "attention_iou",
+              "attention_iou_outfit": "attention_iou", "fd_judge": "fd_kid", "kid_judge": "fd_kid",
+              "fd_truth": "fd_kid", "kid_truth": "fd_kid"}
 
 CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0 20px}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;font-size:13px}th{background:#f3f3f3}
@@ -43,16 +45,17 @@ def _fmt(v: float) -> str:
     return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
 
 
-def report_json(snapshot: dict, evaluations: list[ModelEvaluation], judge: dict, champions: list[dict],
-                skipped: dict[str, str], prompts: list[dict], settings: dict) -> dict:
-    return {"snapshot": snapshot, "settings": settings, "judge": judge, "champions": champions, "skipped": skipped,
-            "prompts": prompts, "models": [e.to_json() for e in evaluations]}
+def report_json(snapshot: dict, evaluations: list[ModelEvaluation], judge: dict, annotator_judge: dict,
+                champions: list[dict], skipped: dict[str, str], prompts: list[dict], settings: dict) -> dict:
+    """``judge``: the truth judge (the Acc_* columns); ``annotator_judge``: the flywheel's annotator."""
+    return {"snapshot": snapshot, "settings": settings, "judge": judge, "annotator_judge": annotator_judge,
+            "champions": champions, "skipped": skipped, "prompts": prompts, "models": [e.to_json() for e in evaluations]}
 
 
 def _metric_table(data: dict, highlight: str | None) -> str:
     models = data["models"]
     cols = [c for c in COLUMNS if any(c[0] in m["metrics"] for m in models)
-            or c[0] in ("acc_all", "attention_iou", "piqe", "clipscore")]
+            or c[0] in ("acc_all", "annotator_acc_all", "attention_iou", "piqe", "clipscore")]
     head = "".join(f'<th title="{"higher" if hi else "lower"} is better">{t} {"↑" if hi else "↓"}</th>' for _, t, hi in cols)
     rows = []
     for m in models:
@@ -76,23 +79,46 @@ def _metric_table(data: dict, highlight: str | None) -> str:
     return f'<table id="metrics"><tr><th class="name">model</th>{head}</tr>{"".join(rows)}</table>'
 
 
-def _judge_section(judge: dict) -> str:
-    if not judge.get("calibration"):
-        return f'<p class="warn">Semantic accuracy not computed: {html.escape(judge.get("note", "no judge"))}</p>'
+def _calibration_table(table_id: str, title: str, judge: dict) -> str:
     rows = []
     for mode, m in judge["calibration"].items():
         acc = m.get("acc_all")
         cells = (f'<td>{acc:.3f} <small>[{m["acc_all_ci_low"]:.3f}, {m["acc_all_ci_high"]:.3f}]</small></td>'
                  if acc is not None else '<td class="nc">not computed</td>')
         rows.append(f'<tr><td class="name">{html.escape(mode.replace("_", " "))}</td>{cells}</tr>')
-    warn = ""
-    ceiling = judge["calibration"].get("source_parsing", {}).get("acc_all")
-    if ceiling is None or ceiling < judge.get("threshold", 0.85):
-        warn = (f'<p class="warn">The judge scores {ceiling if ceiling is None else f"{ceiling:.3f}"} Acc_all on real images '
-                f'(below {judge.get("threshold", 0.85):.2f}): treat the generated images\' semantic accuracy as indicative only.</p>')
-    return (f'<p>Judge: {html.escape(judge.get("identity", ""))}. {html.escape(judge.get("note", ""))}</p>{warn}'
-            f'<table id="judge"><tr><th class="name">real synthetic images, parsed with</th><th>Acc_all [95% CI]</th></tr>'
+    return (f'<table id="{table_id}"><tr><th class="name">{html.escape(title)}</th><th>Acc_all [95% CI]</th></tr>'
             f'{"".join(rows)}</table>')
+
+
+def judge_trust(judge: dict, mode: str) -> float | None:
+    """A judge's Acc_all on real synthetic images in calibration ``mode`` (None: not measured)."""
+    return judge.get("calibration", {}).get(mode, {}).get("acc_all")
+
+
+def _judge_section(judge: dict, annotator: dict) -> str:
+    threshold = judge.get("threshold", 0.85)
+    if not judge.get("calibration"):
+        truth = f'<p class="warn">Acc_* not computed: {html.escape(judge.get("note", "no truth judge"))}</p>'
+    else:
+        degraded = judge_trust(judge, "degraded")
+        warn = "" if degraded is not None and degraded >= threshold else (
+            f'<p class="warn">The truth judge scores {"?" if degraded is None else f"{degraded:.3f}"} Acc_all on degraded '
+            f'real images (below {threshold:.2f}): treat the Acc_* columns as indicative only.</p>')
+        truth = (f'<p><b>Acc_*, FD_truth, KID_truth</b>: {html.escape(judge.get("identity", ""))}; '
+                 f'{html.escape(judge.get("note", ""))}.</p>{warn}'
+                 + _calibration_table("judge", "real renders at the generator's size, as rendered / degraded", judge))
+    if not annotator.get("calibration"):
+        ann = f'<p class="nc">Acc_all (ann.) not computed: {html.escape(annotator.get("note", "no annotator"))}</p>'
+    else:
+        ceiling = judge_trust(annotator, "source_parsing")
+        warn = "" if ceiling is not None and ceiling >= threshold else (
+            f'<p class="warn">The annotator judge scores {"?" if ceiling is None else f"{ceiling:.3f}"} Acc_all on real '
+            f'images with their own maps (below {threshold:.2f}).</p>')
+        ann = (f'<p><b>Acc_all (ann.), FD_judge, KID_judge</b>: {html.escape(annotator.get("identity", ""))}; the '
+               f'flywheel\'s annotator, which wrote the training captions (what a user without ground truth has). '
+               f'{html.escape(annotator.get("note", ""))}</p>{warn}'
+               + _calibration_table("annotator-judge", "real synthetic images, parsed with", annotator))
+    return truth + ann
 
 
 def _category_bars(models: list[dict]) -> str:
@@ -148,12 +174,12 @@ def render_html(data: dict, evaluations: list[ModelEvaluation], highlight: str |
 {len(data['prompts'])} held-out prompts × {len(seeds)} seed(s), {data['settings'].get('steps')} DDIM steps,
 guidance {data['settings'].get('guidance_scale')}.{' Pixel-space models (no VAE): ' + html.escape(', '.join(no_vae)) + '.' if no_vae else ''}</p>
 <h2>Metrics</h2>{_metric_table(data, highlight)}
-<h2>Judge</h2>{_judge_section(data['judge'])}
+<h2>Judges</h2>{_judge_section(data['judge'], data.get('annotator_judge', {}))}
 <h2>Champion</h2><ul id="champions">{champions or '<li class="nc">no registered model evaluated</li>'}</ul>
 <h2>Samples (same prompts and seeds)</h2>{''.join(grid)}
 <h2>Attention maps</h2><p>One held-out sample: the image, then per caption group its mask (top row), the group's
 mean cross-attention map (middle) and the map overlaid on the image (bottom).</p>{attention}
-<h2>Per-category accuracy</h2>{_category_bars(data['models'])}
+<h2>Per-category accuracy (truth judge)</h2>{_category_bars(data['models'])}
 <h2>Skipped</h2><ul id="skipped">{''.join(skipped) or '<li>nothing</li>'}</ul>
 </body></html>"""
 

@@ -28,18 +28,19 @@ from flywheel.backends import BackendUnavailable
 from flywheel.preview import png_bytes
 
 # part of every cached result's key: bump when a metric's definition changes
-METRICS_VERSION = 3
+METRICS_VERSION = 4
 
 
 @dataclass
 class EvalContext:
     settings: EvaluationSettings
     protocol: object
-    judge: Judge | None  # None: no trained annotator yet (semantic accuracy not computed)
+    judge: Judge | None  # the annotator judge (annotator_acc_*); None: no trained annotator yet
     prompts: list[EvalPrompt]
     held_out: list  # snapshot Samples of the test split (attention IoU, real-image statistics)
     attention_levels: list[int] | None = None
     attention_layers: list[str] | None = None
+    truth_judge: object | None = None  # the judge trained on renderer truth only (acc_*); None: not computed
     skipped: dict[str, str] = field(default_factory=dict)  # evaluation-wide: what was skipped and why
     _real_features: dict[str, np.ndarray] = field(default_factory=dict)
     _inception: object = None
@@ -53,11 +54,14 @@ class EvalContext:
                 self.skipped["fid"] = f"{exc}; FD/KID use the judge's features (fd_judge, kid_judge)"
         if self._inception:
             return "inception"
-        return "judge" if self.judge is not None else ""
+        return "truth" if self.truth_judge is not None else "judge" if self.judge is not None else ""
 
     def features(self, images: np.ndarray) -> np.ndarray:
-        if self.feature_space() == "inception":
+        space = self.feature_space()
+        if space == "inception":
             return self._inception(images)
+        if space == "truth":
+            return self.truth_judge.features(list(images))
         return Judge.features(self.judge.views(list(images)))
 
     def real_features(self, size: tuple[int, int]) -> np.ndarray:
@@ -74,8 +78,9 @@ class EvalContext:
     def identity(self) -> dict:
         """What an evaluation's numbers depend on besides the model (the result cache key)."""
         judge = [getattr(self.judge, "identity", None), self.judge.parser_note] if self.judge else None
+        truth = getattr(self.truth_judge, "identity", None)
         return {"metrics_version": METRICS_VERSION, "settings": self.settings.model_dump(mode="json"), "prompts": [p.key for p in self.prompts],
-                "held_out": [s.key for s in self.held_out], "judge": judge,
+                "held_out": [s.key for s in self.held_out], "judge": judge, "truth_judge": truth,
                 "attention": [self.attention_levels, self.attention_layers]}
 
 
@@ -87,7 +92,8 @@ class ModelEvaluation:
     version: str | None
     run_id: str | None
     metrics: dict[str, float] = field(default_factory=dict)
-    per_category: dict[str, float] = field(default_factory=dict)
+    per_category: dict[str, float] = field(default_factory=dict)  # by the truth judge
+    per_category_annotator: dict[str, float] = field(default_factory=dict)  # by the annotator judge
     skipped: dict[str, str] = field(default_factory=dict)
     has_vae: bool = False
     images: np.ndarray | None = None  # (N, H, W, 3) in prompt-major, seed-minor order
@@ -143,18 +149,22 @@ def evaluate_model(model: ModelUnderTest, ctx: EvalContext) -> ModelEvaluation:
         out.images = np.zeros((0, h, w, 3), np.uint8)
         out.skipped["generation"] = "the prompt set is empty (no test-split captions): nothing generated"
 
-    # fine-grained semantic accuracy (the judge answers each caption's questions)
-    if ctx.judge is None:
-        out.skipped["semantic_accuracy"] = ctx.skipped.get("judge", "no judge")
-    elif not prompts:
-        out.skipped["semantic_accuracy"] = "no prompts"
-    else:
-        views = ctx.judge.views(list(out.images))
-        acc = semantic_accuracy(ctx.protocol, ctx.judge.answer(views), [p.questions for p in prompts], s.bootstrap)
-        out.metrics.update(acc.metrics())
-        out.per_category = acc.per_category
-        if not acc.questions:
-            out.skipped["semantic_accuracy"] = "the prompts voice no protocol question"
+    # fine-grained semantic accuracy: each judge answers each caption's questions (acc_*: the truth
+    # judge; annotator_acc_*: the flywheel's annotator, what a user without ground truth has)
+    questions = [p.questions for p in prompts]
+    for key, judge, answer in (("semantic_accuracy", ctx.truth_judge, lambda: ctx.truth_judge.answer_images(list(out.images))),
+                               ("annotator_semantic_accuracy", ctx.judge, lambda: ctx.judge.answer(ctx.judge.views(list(out.images))))):
+        if judge is None:
+            out.skipped[key] = ctx.skipped.get(key, "no judge")
+        elif not prompts:
+            out.skipped[key] = "no prompts"
+        else:
+            acc = semantic_accuracy(ctx.protocol, answer(), questions, s.bootstrap)
+            prefix = "" if key == "semantic_accuracy" else "annotator_"
+            out.metrics.update({prefix + k: v for k, v in acc.metrics().items()})
+            setattr(out, "per_category" if not prefix else "per_category_annotator", acc.per_category)
+            if not acc.questions:
+                out.skipped[key] = "the prompts voice no protocol question"
 
     # image quality
     scores, skipped = quality_scores(out.images, s.quality_metrics, s.quality_weights)

@@ -19,7 +19,10 @@ class EvaluationSettings(BaseModel):
                                                    "a parser trained on the snapshot's train maps, or the no-weights fallback")
     parser_steps: int = Field(1500, ge=1, description="training steps of the learned parser (cached per snapshot)")
     parser_size: tuple[int, int] = Field((96, 64), description="(height, width) the learned parser works at")
-    judge_dir: Path | None = Field(None, description="annotator directory used as the judge; default the flywheel's latest")
+    truth_judge_dir: Path | None = Field(Path("models/truth-judge"), description="the truth judge (trained on the "
+                                         "renderer's ground truth only): the Acc_* columns; None leaves them not computed")
+    judge_dir: Path | None = Field(None, description="annotator directory used as the second judge (annotator_acc_*); "
+                                   "default the flywheel's latest")
     judge_calibration_images: int = Field(200, ge=0, description="fresh synthetic images with ground truth on which "
                                           "the judge's own accuracy is measured")
     judge_calibration_seed: int = Field(90210, description="renderer seed of the calibration images (not the source's)")

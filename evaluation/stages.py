@@ -86,12 +86,26 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def judge_calibration(judge, s, root: Path, judge_identity) -> dict:
-    """The judge's accuracy on fresh synthetic renders (cached per judge and parser)."""
-    from evaluation.calibration import calibrate
+def load_truth_judge(settings: Settings, protocol):
+    """(truth judge or None, note)."""
+    from evaluation.truth_judge import TruthJudge
+
+    folder = settings.evaluation.truth_judge_dir
+    if folder is None:
+        return None, "evaluation.truth_judge_dir is not set"
+    if not (Path(folder) / "config.json").exists():
+        return None, f"no truth judge at {folder} (`cosmicman train-judge` writes one)"
+    judge = TruthJudge.load(folder, protocol)
+    return judge, judge.note
+
+
+def judge_calibration(judge, s, root: Path, judge_identity, calibrate=None) -> dict:
+    """A judge's accuracy on fresh synthetic renders (cached per judge, parser and settings)."""
+    from evaluation.calibration import calibrate as calibrate_annotator
 
     if not s.judge_calibration_images:
         return {}
+    calibrate = calibrate or calibrate_annotator
     path = root / "judge" / f"{_digest([judge_identity, s.judge_calibration_images, s.judge_calibration_seed])}.json"
     if not path.exists():
         cal = calibrate(judge, s.judge_calibration_images, s.judge_calibration_seed, s.bootstrap)
@@ -146,18 +160,26 @@ def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_ve
     judge, judge_note = None, f"no trained annotator in {annotation_folder(settings) / 'iterations'} (run the annotation flywheel first)"
     if judge_dir is not None:
         judge, judge_note = load_judge(settings, protocol, judge_dir, *judge_parser(settings, snapshot, held_out, protocol, root))
+    truth_judge, truth_note = load_truth_judge(settings, protocol)
     ctx = EvalContext(s, protocol, judge, prompts, held_out, settings.training.train.attention_levels,
-                      settings.training.train.attention_layers)
+                      settings.training.train.attention_layers, truth_judge)
     if judge is None:
-        ctx.skipped["judge"] = judge_note
+        ctx.skipped["annotator_semantic_accuracy"] = judge_note
+    if truth_judge is None:
+        ctx.skipped["semantic_accuracy"] = truth_note
     mlflow.set_tracking_uri(settings.tracking.tracking_uri)
     client = mlflow.MlflowClient()
     registered = [settings.training.registered_model, settings.training.dual_prior.registered_model]
     models = [base_model(base_model_dir(settings))] + trained_versions(client, registered, snapshot.tag, root / "models")
 
     identity = ctx.identity()
-    judge_info = {"identity": getattr(judge, "identity", ""), "note": judge_note, "threshold": JUDGE_THRESHOLD,
-                  "calibration": judge_calibration(judge, s, root, identity["judge"]) if judge is not None else {}}
+    from evaluation.calibration import calibrate_truth_judge
+
+    judge_info = {"identity": getattr(truth_judge, "identity", ""), "note": truth_note, "threshold": JUDGE_THRESHOLD,
+                  "calibration": judge_calibration(truth_judge, s, root, identity["truth_judge"], calibrate_truth_judge)
+                  if truth_judge is not None else {}}
+    annotator_info = {"identity": getattr(judge, "identity", ""), "note": judge_note, "threshold": JUDGE_THRESHOLD,
+                      "calibration": judge_calibration(judge, s, root, identity["judge"]) if judge is not None else {}}
     evaluations = [evaluate_cached(model, ctx, root / "results", identity, base_model_dir(settings)) for model in models]
 
     champions = []
@@ -166,7 +188,7 @@ def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_ve
         if candidates:
             champions.append(asdict(decide_champion(client, name, candidates, s.champion_metric, s.champion_greater_is_better)))
     data = report_json({"version": snapshot.version, "tag": snapshot.tag, "data_hash": snapshot.data_hash}, evaluations,
-                       judge_info, champions, ctx.skipped, [{"key": p.key, "caption": p.caption, "questions": p.questions}
+                       judge_info, annotator_info, champions, ctx.skipped, [{"key": p.key, "caption": p.caption, "questions": p.questions}
                                                             for p in prompts], s.model_dump(mode="json"))
     out = root / tag
     out.mkdir(parents=True, exist_ok=True)
@@ -188,8 +210,8 @@ def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_ve
         base = next(e for e in evaluations if e.label == "base")
         mlflow.log_metrics({f"base.{k}": v for k, v in base.metrics.items()})
         mlflow.log_metrics({f"{e.label}.{k}": v for e in evaluations if e.version for k, v in e.metrics.items()})
-        if judge_info["calibration"]:
-            mlflow.log_metrics({f"judge.{m}.{k}": v for m, d in judge_info["calibration"].items() for k, v in d.items()})
+        for prefix, info in (("judge", judge_info), ("annotator_judge", annotator_info)):
+            mlflow.log_metrics({f"{prefix}.{m}.{k}": v for m, d in info["calibration"].items() for k, v in d.items()})
         mlflow.log_artifact(str(report_html_path), "evaluation")
         mlflow.log_artifact(str(report_json_path), "evaluation")
         mlflow.set_tags({f"champion.{c['registered_model']}": c["reason"] for c in champions})

@@ -174,6 +174,28 @@ def snapshot_get(
     console.print(f"{snap.tag}: {snap.stats['images']} images at {snap.folder} (data hash {snap.data_hash})")
 
 
+@app.command("pretrain-base")
+def pretrain_base_cmd(
+    out: Optional[Path] = typer.Option(None, help="pipeline folder to write; default models/embedded-base (the embedded default)"),
+    work_dir: Optional[Path] = typer.Option(None, help="corpus cache and stage checkpoints; default <workspace>/pretrain"),
+    unet_steps: Optional[int] = typer.Option(None, help="UNet steps in all (more than before continues from the checkpoint)"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (at most the free cores)"),
+    profile: Optional[str] = ProfileOpt,
+) -> None:
+    """Pretrain the embedded base (corpus, VAE, CLIP, UNet); resumable; one MLflow run; writes an SD 1.5 layout."""
+    from training.stages import EMBEDDED_BASE_DIR, pretrain_embedded_base
+
+    settings = _settings(profile)
+    s = settings.training.pretrain
+    if unet_steps is not None:
+        s.unet.steps = unet_steps
+    if threads is not None:
+        s.threads = threads
+    result = pretrain_embedded_base(settings, out or EMBEDDED_BASE_DIR, work_dir)
+    console.print(f"{result.output_dir}: MLflow run {result.run_id}; "
+                  + ", ".join(f"{k} {v / 60:.1f} min" for k, v in result.total_seconds.items()))
+
+
 @app.command("train")
 def train_cmd(
     name: str = typer.Option("daring", help="variant name: MLflow run name and output folder"),

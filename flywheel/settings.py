@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         if self.training.base_model_dir is not None:
             self.training.base_model_dir = self._resolve(self.training.base_model_dir)
         ev = self.evaluation
-        for name in ("judge_dir", "inception_weights", "clip_dir", "pickscore_dir", "hpsv2_checkpoint"):
+        for name in ("judge_dir", "truth_judge_dir", "inception_weights", "clip_dir", "pickscore_dir", "hpsv2_checkpoint"):
             if getattr(ev, name) is not None:
                 setattr(ev, name, self._resolve(getattr(ev, name)))
         ev.quality_weights = {k: self._resolve(v) for k, v in ev.quality_weights.items()}

@@ -247,20 +247,23 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
     data = json.loads(Path(meta["report_json"].value).read_text())
     labels = {m["label"]: m for m in data["models"]}
     (check,) = result.get_asset_check_evaluations()
-    judge_acc = data["judge"]["calibration"]["source_parsing"]["acc_all"]
+    judge_acc = data["judge"]["calibration"]["degraded"]["acc_all"]  # the truth judge, on renders degraded like samples
     assert check.check_name == "judge_accuracy" and check.passed == (judge_acc >= 0.85)
     assert check.metadata["acc_all"].value == pytest.approx(judge_acc)
     assert set(labels) == {"base", "plain-finetune", "daring", "dual-prior"}
     assert labels["daring"]["version"] == trained.model_version and labels["plain-finetune"]["version"] == plain.model_version
     for m in labels.values():
         x = m["metrics"]
-        assert 0.0 <= x["acc_all_ci_low"] <= x["acc_all"] <= x["acc_all_ci_high"] <= 1.0
-        assert x["piqe"] > 0 and "fd_judge" in x and "kid_judge" in x and 0.0 <= x["attention_iou"] <= 1.0
+        assert 0.0 <= x["acc_all_ci_low"] <= x["acc_all"] <= x["acc_all_ci_high"] <= 1.0  # by the truth judge
+        assert 0.0 <= x["annotator_acc_all_ci_low"] <= x["annotator_acc_all"] <= x["annotator_acc_all_ci_high"] <= 1.0
+        assert set(m["per_category"]) and set(m["per_category_annotator"])
+        assert x["piqe"] > 0 and "fd_truth" in x and "kid_truth" in x and 0.0 <= x["attention_iou"] <= 1.0
         assert "fid" not in x and "clipscore" not in x  # no local weights: not computed, never 0
         assert "no local CLIP directory" in m["skipped"]["clipscore"] and "needs local weights" in m["skipped"]["liqe"]
-        assert not m["has_vae"]
+        assert m["has_vae"]  # the embedded base and its fine-tunes: SD 1.5's layout, latent space
     assert "Inception" in data["skipped"]["fid"]
-    assert data["judge"]["calibration"]["source_parsing"]["images"] == 6
+    assert data["judge"]["calibration"]["clean"]["images"] == 6 and "renderer" in data["judge"]["identity"]
+    assert data["annotator_judge"]["calibration"]["source_parsing"]["images"] == 6
     # every metric sits on the evaluated version's own run; the champion alias moved with a reason
     daring_run = client.get_run(trained.run_id)
     assert daring_run.data.metrics["eval.acc_all"] == pytest.approx(labels["daring"]["metrics"]["acc_all"])

@@ -155,6 +155,7 @@ def test_a_model_that_fails_to_load_is_reported_and_not_cached(protocol, tmp_pat
     result = evaluate_cached(model, ctx, tmp_path, ctx.identity(), tmp_path)
     assert result.metrics == {} and "FileNotFoundError: models:/m/3: artifacts are gone" in result.skipped["evaluation"]
     assert not any(tmp_path.iterdir())  # nothing cached: the next evaluation tries again
-    data = report_json({"tag": "t"}, [result], {"calibration": {}}, [], {}, [], EvaluationSettings().model_dump(mode="json"))
+    data = report_json({"tag": "t"}, [result], {"calibration": {}}, {"calibration": {}}, [], {}, [],
+                       EvaluationSettings().model_dump(mode="json"))
     page = render_html(data, [result])
     assert "artifacts are gone" in page and "not computed" in page
