@@ -171,3 +171,25 @@ def test_clip_tokenizer_is_bpe_with_whole_words_and_no_unknowns(tmp_path):
     enc = tok("a red top", padding="max_length", max_length=77, return_offsets_mapping=True)
     assert len(enc.input_ids) == 77 and enc.input_ids[-1] == tok.eos_token_id  # padded with the end token, like SD 1.5
     assert enc.offset_mapping[2] == (2, 5)  # "red": Daring's token spans need offsets
+
+
+def test_a_fresh_work_folder_continues_from_the_finished_pipeline(pretrained, tmp_path):
+    from training.base_model import load_base
+    from training.pretrain.continue_from import RecipeMismatch, seed_checkpoints
+    from training.pretrain.run import pretrain_base
+
+    root, _, settings = pretrained
+    more = tiny(settings, steps=6)
+    assert seed_checkpoints(root / "base", tmp_path / "work", more) == ["vae", "clip", "unet"]
+    steps: list = []
+    pretrain_base(more, tmp_path / "work", tmp_path / "continued", on_log=lambda st, k, m: steps.append((st, k)))
+    assert steps == [("unet", 5), ("unet", 6)]  # VAE and CLIP done, the UNet goes on from step 4
+    before, after = load_base(root / "base"), load_base(tmp_path / "continued")
+    assert torch.equal(before.vae.encoder.conv_in.weight, after.vae.encoder.conv_in.weight)
+    assert not torch.equal(before.unet.conv_in.weight, after.unet.conv_in.weight)
+    other = tiny(settings, steps=6)
+    other.unet = other.unet.model_copy(update={"block_out_channels": (16, 32, 64)})
+    with pytest.raises(RecipeMismatch, match="unet settings differ from the pipeline's \\(block_out_channels\\)"):
+        seed_checkpoints(root / "base", tmp_path / "other", other)
+    with pytest.raises(RecipeMismatch, match="unet.steps 2 is below the 4 steps"):
+        seed_checkpoints(root / "base", tmp_path / "fewer", tiny(settings, steps=2))

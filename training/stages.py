@@ -21,9 +21,10 @@ def base_model_dir(settings: Settings) -> Path:
 
 
 def pretrain_embedded_base(settings: Settings, out: Path = EMBEDDED_BASE_DIR, work_dir: Path | None = None,
-                           tags: dict[str, str] | None = None):
+                           tags: dict[str, str] | None = None, from_pipeline: Path | None = None):
     """``pretrain-base``: train (or continue) the embedded base under one MLflow run; write it to ``out``
-    with its model card and checksums."""
+    with its model card and checksums. ``from_pipeline``: continue from that finished pipeline's weights
+    where the work folder has no checkpoint (a fresh clone continuing the committed base)."""
     import json
 
     import mlflow
@@ -37,6 +38,10 @@ def pretrain_embedded_base(settings: Settings, out: Path = EMBEDDED_BASE_DIR, wo
 
     s = settings.training.pretrain
     work_dir = work_dir or settings.workspace / "pretrain"
+    if from_pipeline is not None:
+        from training.pretrain.continue_from import seed_checkpoints
+
+        seed_checkpoints(Path(from_pipeline), work_dir, s)
     with mlflow_run(settings.tracking, f"{settings.tracking.experiment_prefix}-pretraining", "pretrain-base",
                     tags={"cosmicman.stage": "pretrain_base", "git_commit": git_commit(), **(tags or {})}) as run:
         mlflow.log_params(flatten(s.model_dump(mode="json")))

@@ -1,0 +1,80 @@
+"""Continue pretraining from a finished pipeline (the committed embedded base) on a new machine.
+
+The stage checkpoints live in the work folder, which a fresh clone does not have. For each
+stage whose checkpoint is missing, :func:`seed_checkpoints` writes one from the pipeline's
+weights at the step count its ``pretrain_settings.json`` records (fresh optimizer state, a new
+random stream), so ``pretrain-base --from-pipeline models/embedded-base --unet-steps N`` trains
+the UNet further instead of starting over. The recipe must match apart from step counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from training.pretrain.settings import PretrainSettings
+
+_STAGES = ("vae", "clip", "unet")
+
+
+class RecipeMismatch(ValueError):
+    pass
+
+
+def _save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _state(name: str, module: torch.nn.Module, lr: float, step: int, seed: int, **extra) -> dict:
+    optimizer = torch.optim.AdamW(module.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed * 1000 + step)  # not the stream the first run used
+    return {name: module.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+            "step": step, **extra}
+
+
+def seed_checkpoints(pipeline: Path, work_dir: Path, s: PretrainSettings) -> list[str]:
+    """Write the missing stage checkpoints of ``work_dir`` from ``pipeline``; returns the stages seeded."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPModel
+
+    from training.pretrain.run import clip_dir
+
+    pipeline, work_dir = Path(pipeline), Path(work_dir)
+    recorded = pipeline / "pretrain_settings.json"
+    if not recorded.exists():
+        raise RecipeMismatch(f"{recorded}: missing (only a pipeline written by pretrain-base can be continued)")
+    done = PretrainSettings(**json.loads(recorded.read_text())["settings"])
+    if done.corpus != s.corpus:
+        raise RecipeMismatch(f"{recorded}: its corpus recipe differs from the settings' (continuing needs the same corpus)")
+    for stage in _STAGES:
+        ours, theirs = getattr(s, stage).model_dump(exclude={"steps"}), getattr(done, stage).model_dump(exclude={"steps"})
+        if ours != theirs:
+            diff = sorted(k for k in ours if ours[k] != theirs.get(k))
+            raise RecipeMismatch(f"{recorded}: {stage} settings differ from the pipeline's ({', '.join(diff)})")
+        if getattr(s, stage).steps < getattr(done, stage).steps:
+            raise RecipeMismatch(f"{stage}.steps {getattr(s, stage).steps} is below the {getattr(done, stage).steps} "
+                                 f"steps {pipeline} was trained for")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tok_dir = work_dir / f"tokenizer-{s.corpus.digest()}"
+    if not tok_dir.exists():
+        shutil.copytree(pipeline / "tokenizer", tok_dir)
+    seeded = []
+    if not (work_dir / "vae.pt").exists():
+        _save(_state("vae", AutoencoderKL.from_pretrained(pipeline / "vae"), s.vae.lr, done.vae.steps, s.seed), work_dir / "vae.pt")
+        seeded.append("vae")
+    if not (work_dir / "clip.pt").exists():
+        _save(_state("clip", CLIPModel.from_pretrained(clip_dir(pipeline)), s.clip.lr, done.clip.steps, s.seed),
+              work_dir / "clip.pt")
+        seeded.append("clip")
+    if not (work_dir / "unet.pt").exists():
+        unet = UNet2DConditionModel.from_pretrained(pipeline / "unet")  # the saved weights are the EMA's
+        _save(_state("unet", unet, s.unet.lr, done.unet.steps, s.seed, ema=unet.state_dict(), ema_step=done.unet.steps),
+              work_dir / "unet.pt")
+        seeded.append("unet")
+    return seeded
