@@ -95,30 +95,27 @@ def judge_trust(judge: dict, mode: str) -> float | None:
     return judge.get("calibration", {}).get(mode, {}).get("acc_all")
 
 
+def _judge_block(judge: dict, mode: str, threshold: float, name: str, columns: str, about: str, measured_on: str,
+                 table_id: str, table_title: str) -> str:
+    """One judge: what it is, a warning when its ``mode`` accuracy is below ``threshold``, its calibration table."""
+    if not judge.get("calibration"):
+        return f'<p class="warn">{columns} not computed: {html.escape(judge.get("note", "no " + name))}</p>'
+    acc = judge_trust(judge, mode)
+    warn = "" if acc is not None and acc >= threshold else (
+        f'<p class="warn">The {name} scores {"?" if acc is None else f"{acc:.3f}"} Acc_all on {measured_on} '
+        f'(below {threshold:.2f}): treat {columns} as indicative only.</p>')
+    return (f'<p><b>{columns}</b>: {html.escape(judge.get("identity", ""))}; {about}{html.escape(judge.get("note", ""))}</p>'
+            f'{warn}{_calibration_table(table_id, table_title, judge)}')
+
+
 def _judge_section(judge: dict, annotator: dict) -> str:
     threshold = judge.get("threshold", 0.85)
-    if not judge.get("calibration"):
-        truth = f'<p class="warn">Acc_* not computed: {html.escape(judge.get("note", "no truth judge"))}</p>'
-    else:
-        degraded = judge_trust(judge, "degraded")
-        warn = "" if degraded is not None and degraded >= threshold else (
-            f'<p class="warn">The truth judge scores {"?" if degraded is None else f"{degraded:.3f}"} Acc_all on degraded '
-            f'real images (below {threshold:.2f}): treat the Acc_* columns as indicative only.</p>')
-        truth = (f'<p><b>Acc_*, FD_truth, KID_truth</b>: {html.escape(judge.get("identity", ""))}; '
-                 f'{html.escape(judge.get("note", ""))}.</p>{warn}'
-                 + _calibration_table("judge", "real renders at the generator's size, as rendered / degraded", judge))
-    if not annotator.get("calibration"):
-        ann = f'<p class="nc">Acc_all (ann.) not computed: {html.escape(annotator.get("note", "no annotator"))}</p>'
-    else:
-        ceiling = judge_trust(annotator, "source_parsing")
-        warn = "" if ceiling is not None and ceiling >= threshold else (
-            f'<p class="warn">The annotator judge scores {"?" if ceiling is None else f"{ceiling:.3f}"} Acc_all on real '
-            f'images with their own maps (below {threshold:.2f}).</p>')
-        ann = (f'<p><b>Acc_all (ann.), FD_judge, KID_judge</b>: {html.escape(annotator.get("identity", ""))}; the '
-               f'flywheel\'s annotator, which wrote the training captions (what a user without ground truth has). '
-               f'{html.escape(annotator.get("note", ""))}</p>{warn}'
-               + _calibration_table("annotator-judge", "real synthetic images, parsed with", annotator))
-    return truth + ann
+    return (_judge_block(judge, "degraded", threshold, "truth judge", "Acc_*, FD_truth, KID_truth", "",
+                         "degraded real renders", "judge", "real renders at the generator's size, as rendered / degraded")
+            + _judge_block(annotator, "source_parsing", threshold, "annotator judge", "Acc_all (ann.), FD_judge, KID_judge",
+                           "the flywheel's annotator, which wrote the training captions (what a user without ground "
+                           "truth has). ", "real images with their own maps", "annotator-judge",
+                           "real synthetic images, parsed with"))
 
 
 def _category_bars(models: list[dict]) -> str:

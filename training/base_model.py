@@ -4,10 +4,11 @@
 ``text_encoder/``, ``tokenizer/``, ``scheduler/``, optional ``vae/``; SDXL adds
 ``text_encoder_2/`` and ``tokenizer_2/``). A model without a VAE works in pixel space.
 
-``create_tiny_base(folder, protocol)`` writes the embedded default, made offline from
-config: a pixel-space UNet2DConditionModel at 96x64 (portrait, like the snapshot's
-images), a 2-layer CLIP text model and the protocol's word-level tokenizer, saved in the
-same layout so every code path is the one a real model takes.
+The embedded default is ``models/embedded-base`` (pretrained by :mod:`training.pretrain`; its
+``checksums.sha256`` is verified here at load). ``create_tiny_base(folder, protocol)`` writes a
+random tiny model for fast unit tests, made offline from config: a pixel-space
+UNet2DConditionModel at 96x64, a 2-layer CLIP text model and the protocol's word-level
+tokenizer, in the same layout.
 
 The UNet's activation (CosmicMan Prime's study) is a load-time choice: ``act_fn`` rebuilds
 the UNet from its config with another activation and loads the same weights.
@@ -142,7 +143,7 @@ def load_base(path: str | Path, act_fn: str | None = None) -> BaseModel:
 
 def create_tiny_base(folder: str | Path, protocol: Protocol, act_fn: str = "silu", height: int = 96, width: int = 64,
                      seed: int = 0, prediction_type: str = "epsilon") -> Path:
-    """Write the embedded tiny base model (see module docstring) to ``folder``. ``prediction_type``
+    """Write a random tiny base model for unit tests (see module docstring) to ``folder``. ``prediction_type``
     is the scheduler's (epsilon as SD 1.5, v_prediction as SD 2.x, or sample); the trainer and
     sampler follow it (see :mod:`training.denoising`)."""
     torch.manual_seed(seed)

@@ -1,4 +1,4 @@
-"""A word-level tokenizer for the embedded tiny base model, built offline from the protocol.
+"""A word-level tokenizer for the random tiny test model (``create_tiny_base``), built offline from the protocol.
 
 Its vocabulary is every word the protocol can put in a caption (phrases, answers, part and
 category names) plus a few common words, so every caption the flywheel writes tokenizes
