@@ -15,12 +15,11 @@ prediction the protocol hierarchy holds: a child is answered only when its paren
 answers ask it.
 
 Saved as a folder: ``weights.safetensors`` + ``config.json`` (settings, categories and answers,
-training summary) + ``SHA256SUMS``, checked at load.
+training summary) + ``checksums.sha256`` (:mod:`flywheel.checksums`), checked at load.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,10 +32,17 @@ from pydantic import BaseModel, Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
+from flywheel.checksums import (
+    CHECKSUMS,
+    ChecksumError,
+    sha256_file,
+    verify_checksums,
+    write_checksums,
+)
 from flywheel.protocol import Protocol
 from flywheel.synthetic.scene import render_people
 
-WEIGHTS_FILE, CONFIG_FILE, SUMS_FILE = "weights.safetensors", "config.json", "SHA256SUMS"
+WEIGHTS_FILE, CONFIG_FILE = "weights.safetensors", "config.json"
 HELD_OUT_SEED = 9_200_011  # the benchmark's and the model card's renders: never trained on
 OOD_NOTE = ("trained only on the synthetic renderer's exact ground truth (never on flywheel labels); "
             "generated images are outside its training distribution, so its answers about them are indicative")
@@ -320,7 +326,7 @@ class TruthJudge:
 
     # ---- save / load -----------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
-        """Write weights, config and SHA256SUMS into ``folder`` (each via a temporary name)."""
+        """Write weights, config and their checksums into ``folder`` (each via a temporary name)."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
@@ -333,33 +339,23 @@ class TruthJudge:
                   "settings": self.settings.model_dump(mode="json"), "training": self.training, "note": OOD_NOTE}
         (folder / f"{CONFIG_FILE}.tmp").write_text(json.dumps(config, indent=1) + "\n")
         (folder / f"{CONFIG_FILE}.tmp").replace(folder / CONFIG_FILE)
-        sums = "".join(f"{_sha256(folder / f)}  {f}\n" for f in (WEIGHTS_FILE, CONFIG_FILE))
-        (folder / f"{SUMS_FILE}.tmp").write_text(sums)
-        (folder / f"{SUMS_FILE}.tmp").replace(folder / SUMS_FILE)
-        self.version = _sha256(folder / WEIGHTS_FILE)[:12]
+        write_checksums(folder)
+        self.version = sha256_file(folder / WEIGHTS_FILE)[:12]
         return folder
 
     @classmethod
     def load(cls, folder: str | Path, protocol: Protocol) -> TruthJudge:
-        """A saved judge; every file is checked against SHA256SUMS and the protocol's categories
-        and answers must be the ones it was trained for."""
+        """A saved judge; every file is checked against its checksums (:mod:`flywheel.checksums`)
+        and the protocol's categories and answers must be the ones it was trained for."""
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        sums_path = folder / SUMS_FILE
-        if not sums_path.is_file():
-            raise FileNotFoundError(f"{sums_path}: missing (a truth judge folder has {WEIGHTS_FILE}, {CONFIG_FILE}, {SUMS_FILE})")
-        expected = dict(line.split()[::-1] for line in sums_path.read_text().splitlines() if line.strip())
+        if not verify_checksums(folder):
+            raise ChecksumError(f"{folder / CHECKSUMS}: missing (a truth judge folder has {WEIGHTS_FILE}, {CONFIG_FILE}, "
+                                f"{CHECKSUMS})")
         for name in (WEIGHTS_FILE, CONFIG_FILE):
             if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder / name}: missing from the truth judge folder")
-        for name in (WEIGHTS_FILE, CONFIG_FILE):
-            path = folder / name
-            if name not in expected:
-                raise ValueError(f"{sums_path}: no checksum for {name}")
-            if _sha256(path) != expected[name]:
-                raise ValueError(f"{path}: sha256 {_sha256(path)} does not match {sums_path} ({expected[name]}); "
-                                 "the file is corrupted or was changed after saving")
+                raise ChecksumError(f"{folder / name}: missing (not listed in {folder / CHECKSUMS})")
         config = json.loads((folder / CONFIG_FILE).read_text())
         theirs = {c: list(a.answers) for c, a in protocol.categories.items()}
         if config.get("categories") != theirs:
@@ -369,12 +365,8 @@ class TruthJudge:
                              f"{protocol.source} (differs in {diff})")
         judge = cls(protocol, TruthJudgeSettings(**config["settings"]), config.get("training"))
         judge.net.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
-        judge.version = expected[WEIGHTS_FILE][:12]
+        judge.version = sha256_file(folder / WEIGHTS_FILE)[:12]
         return judge
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ---- training ---------------------------------------------------------------------------------

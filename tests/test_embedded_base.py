@@ -10,7 +10,7 @@ from training.stages import EMBEDDED_BASE_DIR
 
 
 def test_embedded_base_ships_checksums_that_cover_every_weight_file():
-    from training.checksums import CHECKSUMS, verify_checksums
+    from flywheel.checksums import CHECKSUMS, verify_checksums
 
     listed = {line.split("  ", 1)[1] for line in (EMBEDDED_BASE_DIR / CHECKSUMS).read_text().splitlines()}
     weights = {p.relative_to(EMBEDDED_BASE_DIR).as_posix() for p in EMBEDDED_BASE_DIR.rglob("*.safetensors")}

@@ -112,8 +112,8 @@ def test_pretrain_resumes_from_its_checkpoints_and_trains_further(pretrained, tm
 
 
 def test_a_corrupted_or_missing_weight_file_fails_naming_the_file(pretrained, tmp_path):
+    from flywheel.checksums import write_checksums
     from training.base_model import BaseModelError, load_base
-    from training.checksums import write_checksums
 
     root, *_ = pretrained
     folder = tmp_path / "base"

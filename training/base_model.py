@@ -22,10 +22,15 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from transformers import (
+    AutoTokenizer,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+)
 
+from flywheel.checksums import ChecksumError, verify_checksums
 from flywheel.protocol import Protocol
-from training.checksums import ChecksumError, verify_checksums
 from training.tokenizer import build_tokenizer
 
 ACTIVATIONS = ("silu", "swish", "gelu", "mish", "relu")  # diffusers.models.activations.get_activation

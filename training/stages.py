@@ -29,9 +29,9 @@ def pretrain_embedded_base(settings: Settings, out: Path = EMBEDDED_BASE_DIR, wo
 
     import mlflow
 
+    from flywheel.checksums import write_checksums
     from flywheel.preview import png_bytes
     from flywheel.tracking import flatten, mlflow_run
-    from training.checksums import write_checksums
     from training.pretrain.card import write_card
     from training.pretrain.run import pretrain_base
     from training.run import git_commit
