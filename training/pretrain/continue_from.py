@@ -10,7 +10,6 @@ the UNet further instead of starting over. The recipe must match apart from step
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -25,12 +24,6 @@ class RecipeMismatch(ValueError):
     pass
 
 
-def _save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
 def _state(name: str, module: torch.nn.Module, lr: float, step: int, seed: int, **extra) -> dict:
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed * 1000 + step)  # not the stream the first run used
@@ -43,7 +36,7 @@ def seed_checkpoints(pipeline: Path, work_dir: Path, s: PretrainSettings) -> lis
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPModel
 
-    from training.pretrain.run import clip_dir
+    from training.pretrain.run import clip_dir, save_atomic
 
     pipeline, work_dir = Path(pipeline), Path(work_dir)
     recorded = pipeline / "pretrain_settings.json"
@@ -66,15 +59,15 @@ def seed_checkpoints(pipeline: Path, work_dir: Path, s: PretrainSettings) -> lis
         shutil.copytree(pipeline / "tokenizer", tok_dir)
     seeded = []
     if not (work_dir / "vae.pt").exists():
-        _save(_state("vae", AutoencoderKL.from_pretrained(pipeline / "vae"), s.vae.lr, done.vae.steps, s.seed), work_dir / "vae.pt")
+        save_atomic(_state("vae", AutoencoderKL.from_pretrained(pipeline / "vae"), s.vae.lr, done.vae.steps, s.seed), work_dir / "vae.pt")
         seeded.append("vae")
     if not (work_dir / "clip.pt").exists():
-        _save(_state("clip", CLIPModel.from_pretrained(clip_dir(pipeline)), s.clip.lr, done.clip.steps, s.seed),
+        save_atomic(_state("clip", CLIPModel.from_pretrained(clip_dir(pipeline)), s.clip.lr, done.clip.steps, s.seed),
               work_dir / "clip.pt")
         seeded.append("clip")
     if not (work_dir / "unet.pt").exists():
         unet = UNet2DConditionModel.from_pretrained(pipeline / "unet")  # the saved weights are the EMA's
-        _save(_state("unet", unet, s.unet.lr, done.unet.steps, s.seed, ema=unet.state_dict(), ema_step=done.unet.steps),
+        save_atomic(_state("unet", unet, s.unet.lr, done.unet.steps, s.seed, ema=unet.state_dict(), ema_step=done.unet.steps),
               work_dir / "unet.pt")
         seeded.append("unet")
     return seeded

@@ -47,7 +47,8 @@ class PretrainResult:
     run_id: str | None = None
 
 
-def _save_atomic(obj, path: Path) -> None:
+def save_atomic(obj, path: Path) -> None:
+    """torch.save via a temporary name: a kill never leaves a torn checkpoint."""
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
@@ -91,7 +92,7 @@ def _run_stage(name: str, path: Path, total: int, modules: dict, optimizer, gene
         stop = min(total, step + every)
         train(step, stop)
         step = stop
-        _save_atomic({**{k: m.state_dict() for k, m in modules.items()}, "optimizer": optimizer.state_dict(),
+        save_atomic({**{k: m.state_dict() for k, m in modules.items()}, "optimizer": optimizer.state_dict(),
                       "generator": generator.get_state(), "step": step, **(extra_state() if extra_state else {})}, path)
         clock.charge(name)
     clock.charge(name)
@@ -105,6 +106,7 @@ def pretrain_base(s: PretrainSettings, work_dir: Path, output_dir: Path, protoco
 
     if s.threads:
         torch.set_num_threads(s.threads)
+
     def log(stage: str, step: int, metrics: dict) -> None:
         if on_log and step % s.log_every == 0:
             on_log(stage, step, {f"{stage}/{k}": v for k, v in metrics.items()})
