@@ -60,7 +60,7 @@ RAW_RECORDS = ManifestSchema(
         pa.field("source_type", pa.string(), nullable=False),  # synthetic / folder / url_parquet / web_api
         pa.field("batch", pa.string(), nullable=False),  # refresh batch that fetched it
         pa.field("item", pa.string(), nullable=False),  # source locator: index, path or URL
-        pa.field("status", pa.string(), nullable=False),  # ok / http_error / timeout / too_large / not_image / blocked / error
+        pa.field("status", pa.string(), nullable=False),  # ok / http_error / timeout / too_large / not_image / blocked / error / skipped / refused
         pa.field("reason", pa.string()),  # why, when status is not ok
         pa.field("sha256", pa.string()),  # content key in the store
         pa.field("n_bytes", pa.int64()),
