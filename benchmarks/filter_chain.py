@@ -6,6 +6,9 @@
    same images, and their ratio (goal: full chain >= 25% of decode-only).
 3. Incremental refresh: time of a refresh that adds 1% new images, relative to the full
    run (goal: <= 5%).
+4. Memory: peak resident memory of one worker process analysing the demo images, and of one
+   analysing hostile ones (extreme-aspect strips, huge headers, near-cap pixel counts)
+   (goal: hostile <= 1.2x demo).
 
     .venv/bin/python benchmarks/filter_chain.py [--count 2000]
 """
@@ -28,6 +31,57 @@ from flywheel.protocol import load_protocol
 from flywheel.settings import load_settings
 from flywheel.sources.synthetic import ingest_synthetic
 from flywheel.store import ContentStore
+
+
+def _peak_rss_mb(args) -> float:
+    """In a fresh spawned worker: analyse ``blobs`` as the filter's workers do; peak RSS in MB."""
+    import resource
+
+    fs, blobs = args
+    from flywheel.filters.chain import _WORKER, _init_worker
+
+    _init_worker(fs, None)
+    analyser = _WORKER["analyser"]
+    for b in blobs:
+        analyser.analyse(b)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def hostile_images() -> list[bytes]:
+    """Cheap to store, expensive to analyse naively: strips, huge headers, bomb-sized canvases."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    def encode(img, fmt, **kw):
+        buf = io.BytesIO()
+        img.save(buf, format=fmt, **kw)
+        return buf.getvalue()
+
+    def png_header(w: int, h: int) -> bytes:  # a valid IHDR, no pixels: a "huge header"
+        ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+        chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+    out = [encode(Image.new("RGB", (40000, 2)), "PNG"), encode(Image.new("RGB", (2, 40000)), "PNG"),
+           encode(Image.new("L", (60000, 30)), "PNG"), encode(Image.new("RGB", (16000, 1000), (9, 9, 9)), "JPEG"),
+           png_header(100000, 100000), png_header(65000, 65000), png_header(7000, 9000)]
+    return out * 4
+
+
+def memory_figures(fs, demo_blobs: list[bytes]) -> bool:
+    from flywheel.parallel import process_pool
+
+    peaks = {}
+    for name, blobs in (("demo", demo_blobs), ("hostile", hostile_images())):
+        with process_pool(1) as pool:
+            peaks[name] = pool.submit(_peak_rss_mb, (fs, blobs)).result()
+    ratio = peaks["hostile"] / peaks["demo"]
+    print(f"peak memory per worker: demo images {peaks['demo']:.0f} MB, hostile images {peaks['hostile']:.0f} MB, "
+          f"ratio {ratio:.2f} (goal <= 1.2); max_pixels {fs.max_pixels:,}, max_aspect {fs.max_aspect}")
+    return ratio <= 1.2
 
 
 def main() -> int:
@@ -90,6 +144,9 @@ def main() -> int:
         print(f"1% refresh: {refresh.analysed} new images analysed, {refresh.reused} reused, {refresh.seconds:.2f}s "
               f"= {refresh.seconds / full.seconds:.1%} of the full run (goal <= 5%)")
         ok &= refresh.seconds / full.seconds <= 0.05
+
+        # -- memory per worker ------------------------------------------------------------------
+        ok &= memory_figures(fs, blobs[:100])
     return 0 if ok else 1
 
 

@@ -125,3 +125,21 @@ def test_defects_get_their_reasons_and_refresh_reuses_analyses(protocol, tmp_pat
     old = {r["record_id"]: (r["verdict"], r["reasons"]) for r in first.table.to_pylist()}
     for r in second.table.to_pylist()[:60]:
         assert old[r["record_id"]] == (r["verdict"], r["reasons"])
+
+
+def test_extreme_aspect_is_rejected_before_any_detector(tmp_path):
+    """A 322-byte 40000x2 PNG once cost 2.9 GB: the detectors rescaled its 1x512 working copy to 256x131072."""
+    store = ContentStore(tmp_path / "store")
+    strips = {"wide.png": encode(Image.new("RGB", (40000, 2), (200, 10, 10)), "PNG"),
+              "tall.png": encode(Image.new("L", (3, 30000), 90), "PNG"),
+              "wide_big.jpg": encode(Image.new("RGB", (8000, 1000), (20, 30, 40)), "JPEG")}
+    from flywheel.sources.records import raw_row
+
+    rows = [raw_row("s", "folder", "b1", name, "ok", sha256=store.put(data), n_bytes=len(data))
+            for name, data in strips.items()]
+    run = run_filter(RAW_RECORDS.table(rows), store, SMALL, workers=1)
+    for r in run.table.to_pylist():
+        scores = json.loads(r["scores_json"])
+        assert r["verdict"] == "reject" and "extreme_aspect" in r["reasons"], r
+        assert "n_persons" not in scores and "quality" not in scores and "phash" not in scores
+        assert scores["seconds"] < 1.0

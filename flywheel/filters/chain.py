@@ -16,9 +16,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor
-
-from flywheel.parallel import worker_context
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -30,6 +27,7 @@ from flywheel.backends import BackendUnavailable
 from flywheel.filters.decode import decode_image
 from flywheel.filters.duplicates import NearDuplicateIndex, phash
 from flywheel.manifests import FILTERED_POOL, to_json
+from flywheel.parallel import process_pool
 from flywheel.store import ContentStore
 
 log = logging.getLogger(__name__)
@@ -42,6 +40,9 @@ class FilterSettings(BaseModel):
     min_long_side: int = Field(1280, ge=1)
     max_pixels: int = Field(64_000_000, ge=1, description="decompression-bomb cap, checked from the header")
     working_side: int = Field(512, ge=64, description="longest side of the decoded working copy")
+    max_aspect: float = Field(4.0, ge=1, description="longer / shorter side above which an image is rejected before any "
+                              "detector runs (detectors rescale to a fixed height: a 40000x2 strip would cost GBs)")
+    min_analysed_side: int = Field(16, ge=1, description="shorter side of the working copy below which no detector runs")
     near_duplicate_bits: int = Field(48, ge=0, le=256, description="pHash-256 distance that counts as a near duplicate")
     person_detector: Literal["hog", "yolo"] = "hog"
     yolo_weights: Path | None = None
@@ -56,7 +57,7 @@ class FilterSettings(BaseModel):
 
     def analysis_key(self) -> str:
         """Identifies the settings that change an analysis; a cached analysis is reused only under the same key."""
-        relevant = self.model_dump(mode="json", include={"max_pixels", "working_side", "person_detector", "yolo_weights",
+        relevant = self.model_dump(mode="json", include={"max_pixels", "working_side", "max_aspect", "min_analysed_side", "person_detector", "yolo_weights",
                                                           "quality_metric", "quality_weights", "fake_classifier_dir"})
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -94,7 +95,9 @@ class Analyser:
         d = decode_image(data, max_pixels=s.max_pixels, max_side=s.working_side)
         out: dict = {"decode_error": d.reason, "decode_detail": d.detail, "width": d.width, "height": d.height,
                      "format": d.format, "mode": d.mode, "frames": d.frames}
-        if d.ok:
+        if d.ok and (skip := cheap_rejection(d.width, d.height, d.image.shape[:2], s)):
+            out["skipped"] = skip  # rejected from its geometry: no detector, metric or hash is worth running
+        elif d.ok:
             img = d.image
             out["phash"] = phash(img)
             p = self.people.detect(img, d.scale)
@@ -113,6 +116,16 @@ class Analyser:
                 out["fake_score"] = self.fake.fake_probability(img)
         out["seconds"] = time.perf_counter() - t0
         return out
+
+
+def cheap_rejection(width: int, height: int, working: tuple[int, int], s: FilterSettings) -> str | None:
+    """Why an image is rejected from its size alone (checked before any detector), else None."""
+    short, long_ = sorted((width, height))
+    if long_ > s.max_aspect * short:
+        return "extreme_aspect"
+    if min(working) < s.min_analysed_side:
+        return "too_small"
+    return None
 
 
 def _box(b) -> list[float] | None:
@@ -170,7 +183,7 @@ def analyse_all(keys: list[str], settings: FilterSettings, store: ContentStore, 
                 progress(i + 1, len(keys))
         return results
     chunk = max(1, min(settings.chunk_size, len(keys) // (workers * 2) or 1))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_init_worker, initargs=(settings, store)) as pool:
+    with process_pool(workers, _init_worker, (settings, store)) as pool:
         for i, (k, r) in enumerate(pool.map(_analyse_key, keys, chunksize=chunk)):
             results[k] = r
             if progress:
@@ -220,6 +233,9 @@ def decide(records: Iterable[Mapping], analyses: Mapping[str, dict], settings: F
             short, long_ = sorted((a["width"], a["height"]))
             if short < settings.min_short_side or long_ < settings.min_long_side:
                 reasons.append("too_small")
+            if a.get("skipped") and a["skipped"] not in reasons:
+                reasons.append(a["skipped"])
+        if not a.get("decode_error") and not a.get("skipped"):
             if duplicate_of is None:
                 match = near.match(a["phash"])
                 if match is not None:

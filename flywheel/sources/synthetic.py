@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-
-from flywheel.parallel import worker_context
 from dataclasses import dataclass
 from functools import partial
 
 import pyarrow as pa
 
 from flywheel.manifests import RAW_RECORDS, to_json
+from flywheel.parallel import process_pool
 from flywheel.protocol import Protocol
 from flywheel.sources.records import record_id, utc_now
 from flywheel.store import ContentStore
@@ -69,7 +67,7 @@ def ingest_synthetic(config: SyntheticConfig, protocol: Protocol, store: Content
     indices = range(start, start + count)
     rows: list[dict] = []
     if workers > 1 and count > 1:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
+        with process_pool(workers) as pool:
             for row in pool.map(fn, indices, chunksize=max(1, min(64, count // (workers * 4)))):
                 rows.append(row)
                 if progress:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from flywheel.parallel import process_pool
 from flywheel.protocol import Protocol, load_protocol
 from flywheel.synthetic.scene import render_people
 from training.pretrain.settings import CorpusSettings
@@ -63,7 +63,7 @@ def build_corpus(s: CorpusSettings, protocol_path: str | Path | None, cache_dir:
     results: list = []
     with tqdm(total=s.count, desc="rendering corpus", unit="img") as bar:
         if s.workers > 1:
-            with ProcessPoolExecutor(s.workers) as pool:
+            with process_pool(s.workers) as pool:
                 for part in pool.map(_render_chunk, [(s.model_dump(), protocol_path, c) for c in chunks]):
                     results += part
                     bar.update(len(part))
