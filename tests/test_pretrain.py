@@ -193,3 +193,32 @@ def test_a_fresh_work_folder_continues_from_the_finished_pipeline(pretrained, tm
         seed_checkpoints(root / "base", tmp_path / "other", other)
     with pytest.raises(RecipeMismatch, match="unet.steps 2 is below the 4 steps"):
         seed_checkpoints(root / "base", tmp_path / "fewer", tiny(settings, steps=2))
+
+
+def test_a_unet_without_the_pooled_prompt_path_grows_it_unchanged_then_learns_it(pretrained):
+    """The committed base was trained without ``text_time_embedding``: continuing adds the path
+    zero-initialised, so the grown UNet predicts exactly what the trained one did."""
+    from diffusers import UNet2DConditionModel
+
+    from training.pretrain.unet import build_unet, grow_unet
+
+    root, _, settings = pretrained
+    s = settings.training.pretrain.unet
+    trained = UNet2DConditionModel.from_pretrained(root / "base" / "unet")
+    assert trained.config.addition_embed_type == ("text" if s.text_time_embedding else None)
+    old = build_unet(s.model_copy(update={"text_time_embedding": False}), 4, tuple(trained.config.sample_size),
+                     trained.config.cross_attention_dim)
+    old.load_state_dict({k: v for k, v in trained.state_dict().items() if not k.startswith("add_embedding.")})
+    grown = grow_unet(old, s.model_copy(update={"text_time_embedding": True}))
+    x, ctx = torch.randn(2, 4, *trained.config.sample_size), torch.randn(2, 5, trained.config.cross_attention_dim)
+    t = torch.tensor([10, 900])
+    with torch.no_grad():
+        assert torch.allclose(old(x, t, encoder_hidden_states=ctx).sample, grown(x, t, encoder_hidden_states=ctx).sample,
+                              atol=1e-6)
+        # the path is live: once its gain is non-zero, the pooled prompt changes the prediction
+        grown.add_embedding.norm2.weight.fill_(1.0)
+        assert not torch.allclose(old(x, t, encoder_hidden_states=ctx).sample,
+                                  grown(x, t, encoder_hidden_states=ctx).sample, atol=1e-3)
+    wider = s.model_copy(update={"block_out_channels": tuple(2 * c for c in s.block_out_channels)})
+    with pytest.raises(ValueError, match="does not fit the settings"):
+        grow_unet(old, wider)

@@ -4,7 +4,9 @@ The stage checkpoints live in the work folder, which a fresh clone does not have
 stage whose checkpoint is missing, :func:`seed_checkpoints` writes one from the pipeline's
 weights at the step count its ``pretrain_settings.json`` records (fresh optimizer state, a new
 random stream), so ``pretrain-base --from-pipeline models/embedded-base --unet-steps N`` trains
-the UNet further instead of starting over. The recipe must match apart from step counts.
+the UNet further instead of starting over. The recipe must match apart from step counts and
+the UNet's pooled-prompt path (``text_time_embedding``), which a UNet trained without it grows
+(zero-initialised, so it starts as the trained UNet).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from training.pretrain.settings import PretrainSettings
 
 _STAGES = ("vae", "clip", "unet")
+_GROWABLE = {"unet": {"text_time_embedding", "text_time_embedding_heads"}}  # added to trained weights, not retrained
 
 
 class RecipeMismatch(ValueError):
@@ -46,7 +49,8 @@ def seed_checkpoints(pipeline: Path, work_dir: Path, s: PretrainSettings) -> lis
     if done.corpus != s.corpus:
         raise RecipeMismatch(f"{recorded}: its corpus recipe differs from the settings' (continuing needs the same corpus)")
     for stage in _STAGES:
-        ours, theirs = getattr(s, stage).model_dump(exclude={"steps"}), getattr(done, stage).model_dump(exclude={"steps"})
+        skip = {"steps", *_GROWABLE.get(stage, ())}
+        ours, theirs = getattr(s, stage).model_dump(exclude=skip), getattr(done, stage).model_dump(exclude=skip)
         if ours != theirs:
             diff = sorted(k for k in ours if ours[k] != theirs.get(k))
             raise RecipeMismatch(f"{recorded}: {stage} settings differ from the pipeline's ({', '.join(diff)})")
@@ -66,7 +70,13 @@ def seed_checkpoints(pipeline: Path, work_dir: Path, s: PretrainSettings) -> lis
               work_dir / "clip.pt")
         seeded.append("clip")
     if not (work_dir / "unet.pt").exists():
-        unet = UNet2DConditionModel.from_pretrained(pipeline / "unet")  # the saved weights are the EMA's
+        from training.pretrain.unet import grow_unet
+
+        trained = UNet2DConditionModel.from_pretrained(pipeline / "unet")  # the saved weights are the EMA's
+        try:
+            unet = grow_unet(trained, s.unet)
+        except ValueError as exc:
+            raise RecipeMismatch(f"{pipeline / 'unet'}: {exc}") from exc
         save_atomic(_state("unet", unet, s.unet.lr, done.unet.steps, s.seed, ema=unet.state_dict(), ema_step=done.unet.steps),
               work_dir / "unet.pt")
         seeded.append("unet")

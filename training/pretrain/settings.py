@@ -71,6 +71,10 @@ class UnetSettings(BaseModel):
     up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
     layers_per_block: int = 1
     attention_heads: int = 4
+    text_time_embedding: bool = Field(True, description="diffusers' addition_embed_type='text' (DeepFloyd IF's "
+                                      "attention-pooled prompt added to the timestep embedding): a global path for the "
+                                      "prompt, learnt in hundreds of steps; cross-attention still places things")
+    text_time_embedding_heads: int = 4
     prediction_type: str = "epsilon"
     beta_schedule: str = "squaredcos_cap_v2"
     steps: int = Field(2400, ge=0)

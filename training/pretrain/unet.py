@@ -21,12 +21,45 @@ from training.pretrain.settings import UnetSettings
 
 def build_unet(s: UnetSettings, latent_channels: int, latent_size: tuple[int, int], cross_attention_dim: int
                ) -> UNet2DConditionModel:
-    return UNet2DConditionModel(
+    extra = {}
+    if s.text_time_embedding:
+        extra = {"addition_embed_type": "text", "addition_embed_type_num_heads": s.text_time_embedding_heads}
+    unet = UNet2DConditionModel(
         sample_size=latent_size, in_channels=latent_channels, out_channels=latent_channels,
         down_block_types=s.down_block_types, up_block_types=s.up_block_types, block_out_channels=s.block_out_channels,
         layers_per_block=s.layers_per_block, cross_attention_dim=cross_attention_dim,
         attention_head_dim=s.attention_heads,  # diffusers' SD-era name for the number of heads
-        norm_num_groups=math.gcd(32, *s.block_out_channels))
+        norm_num_groups=math.gcd(32, *s.block_out_channels), **extra)
+    zero_init_text_time_embedding(unet)
+    return unet
+
+
+def zero_init_text_time_embedding(unet: UNet2DConditionModel) -> None:
+    """Start the pooled-prompt path at zero (its last LayerNorm's gain and bias): the UNet first
+    behaves as one without it, so the path can be added to a trained UNet without disturbing it."""
+    emb = getattr(unet, "add_embedding", None)
+    if emb is not None and hasattr(emb, "norm2"):
+        with torch.no_grad():
+            emb.norm2.weight.zero_()
+            emb.norm2.bias.zero_()
+
+
+def grow_unet(trained: UNet2DConditionModel, s: UnetSettings) -> UNet2DConditionModel:
+    """``trained``'s weights in a UNet built from ``s``, which may add the pooled-prompt path (zero-initialised);
+    any other difference is an error naming the weights that do not fit."""
+    c = trained.config
+    unet = build_unet(s, c.in_channels, tuple(c.sample_size), c.cross_attention_dim)
+    weights, wanted = trained.state_dict(), unet.state_dict()
+    for name, p in wanted.items():  # before loading: load_state_dict raises a bare RuntimeError on a shape
+        if name in weights and p.shape != weights[name].shape:
+            raise ValueError(f"the trained UNet does not fit the settings: {name} has shape "
+                             f"{tuple(weights[name].shape)}, the settings give {tuple(p.shape)}")
+    result = unet.load_state_dict(weights, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("add_embedding.")]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"the trained UNet does not fit the settings: missing {missing[:5]}, "
+                         f"unexpected {result.unexpected_keys[:5]}")
+    return unet
 
 
 def build_scheduler(s: UnetSettings) -> DDPMScheduler:
