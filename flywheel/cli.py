@@ -125,11 +125,12 @@ def snapshot_publish(profile: Optional[str] = ProfileOpt) -> None:
     """Publish the annotated pool as the next version (blocked when a suite fails)."""
     from flywheel.manifests import ManifestError
     from flywheel.snapshot.publish import PublishBlocked
+    from flywheel.snapshot.registry import RegistryError
     from flywheel.stages import GateFailed, publish_snapshot
 
     try:
         result = publish_snapshot(_settings(profile))
-    except (GateFailed, PublishBlocked, ManifestError) as exc:
+    except (GateFailed, PublishBlocked, ManifestError, RegistryError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     pub = result.publication

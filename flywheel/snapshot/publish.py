@@ -53,8 +53,8 @@ class PublishResult:
 
 def publish_snapshot(rows: Iterable[Mapping], fetch: Callable[[str], bytes], registry: DataRegistry, protocol: Protocol,
                      settings: SnapshotSettings, provenance: Mapping[str, str], docs_dir: Path | None = None) -> PublishResult:
-    registry.ensure()
     with registry.lock():
+        registry.ensure()
         latest = registry.latest()
         version = (latest or 0) + 1
         previous = registry.current if registry.current.exists() else None

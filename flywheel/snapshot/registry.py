@@ -83,35 +83,69 @@ class DataRegistry:
 
     # ---- set-up and recovery -------------------------------------------------------------
     def ensure(self) -> None:
-        """Create the registry (git + DVC + default remote) if needed and undo a half-done swap."""
-        if not (self.path / ".dvc").exists():
-            self.path.mkdir(parents=True, exist_ok=True)
-            if not (self.path / ".git").exists():
-                self._run("git", "init", "-q", "-b", "main")
-            self._run("dvc", "init", "-q")
-            self._run("dvc", "config", "core.analytics", "false")
-            self._run("dvc", "remote", "add", "-d", "-f", "storage", self.remote_url)
-            if self.remote_endpoint_url:
-                self._run("dvc", "remote", "modify", "storage", "endpointurl", self.remote_endpoint_url)
-            (self.path / ".gitignore").write_text("/.staging\n")
-            with open(self.path / ".dvcignore", "a") as fh:
-                fh.write("/.staging\n")
-            (self.path / "README.md").write_text(
-                f"# {self.dataset} data registry\n\nVersions are git tags `{self.dataset}-v<N>`; get one with\n\n"
-                f"    dvc get <this repository> {self.dataset} --rev {self.dataset}-v<N>\n")
-            self._run("git", "add", "-A")
-            self._run("git", "commit", "-q", "-m", f"Initialise the {self.dataset} data registry")
+        """Create the registry (git + DVC + default remote) if needed and undo a half-done swap.
+
+        A new registry is built in a temporary sibling folder and renamed into place, so a kill
+        during the first set-up leaves either nothing or a whole registry. A registry left half
+        set-up by anything else (no first commit, no remote) is repaired step by step: each step
+        is checked, none is skipped because a folder exists. Call under :meth:`lock`.
+        """
+        for leftover in self.path.parent.glob(f".{self.path.name}.init-*"):  # a first set-up killed earlier
+            shutil.rmtree(leftover, ignore_errors=True)
+        if not self._is_set_up():
+            if self.path.exists() and any(self.path.iterdir()):
+                if not ((self.path / ".git").exists() or (self.path / ".dvc").exists()):
+                    raise RegistryError(f"{self.path}: exists, is not empty and is not a data registry (no .git, "
+                                        f"no .dvc); point snapshot.registry_path at a new or empty folder")
+                self._set_up(self.path)  # half set-up: finish it
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                building = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.init-", dir=self.path.parent))
+                self._set_up(building)
+                if self.path.exists():
+                    self.path.rmdir()  # empty, checked above
+                building.rename(self.path)
         previous = self.staging / "previous"
         if previous.exists() and not self.current.exists():  # killed between the two renames
             previous.rename(self.current)
         elif previous.exists():
             shutil.rmtree(previous)
 
+    def _is_set_up(self) -> bool:
+        config = self.path / ".dvc" / "config"
+        if not (config.exists() and (self.path / ".git").exists()):
+            return False
+        has_remote = '[\'remote "storage"\']' in config.read_text()
+        return has_remote and self._run("git", "rev-parse", "--verify", "-q", "HEAD", check=False).returncode == 0
+
+    def _set_up(self, where: Path) -> None:
+        """Every set-up step, each done only if its result is missing (safe to repeat after a kill)."""
+        if not (where / ".git").exists():
+            self._run("git", "init", "-q", "-b", "main", cwd=where)
+        if not (where / ".dvc" / "config").exists():
+            self._run("dvc", "init", "-q", "-f", cwd=where)
+        self._run("dvc", "config", "core.analytics", "false", cwd=where)
+        if '[\'remote "storage"\']' not in (where / ".dvc" / "config").read_text():
+            self._run("dvc", "remote", "add", "-d", "-f", "storage", self.remote_url, cwd=where)
+            if self.remote_endpoint_url:
+                self._run("dvc", "remote", "modify", "storage", "endpointurl", self.remote_endpoint_url, cwd=where)
+        for name in (".gitignore", ".dvcignore"):
+            text = (where / name).read_text() if (where / name).exists() else ""
+            if "/.staging" not in text.splitlines():
+                (where / name).write_text(text + ("" if not text or text.endswith("\n") else "\n") + "/.staging\n")
+        if not (where / "README.md").exists():
+            (where / "README.md").write_text(
+                f"# {self.dataset} data registry\n\nVersions are git tags `{self.dataset}-v<N>`; get one with\n\n"
+                f"    dvc get <this repository> {self.dataset} --rev {self.dataset}-v<N>\n")
+        self._run("git", "add", ".gitignore", ".dvcignore", "README.md", ".dvc/config", ".dvc/.gitignore", cwd=where)
+        if self._run("git", "diff", "--cached", "--quiet", check=False, cwd=where).returncode != 0:
+            self._run("git", "commit", "-q", "-m", f"Initialise the {self.dataset} data registry", cwd=where)
+
     @contextmanager
     def lock(self) -> Iterator[None]:
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".git" / "cosmicman-publish.lock" if (self.path / ".git").exists()
-                  else self.path / ".publish.lock", "w") as fh:
+        """One publisher at a time; the lock file sits beside the registry, so it exists before the registry does."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.parent / f".{self.path.name}.lock", "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -157,7 +191,11 @@ class DataRegistry:
         elif not self.current.exists():
             raise RegistryError(f"{staged}: no staged snapshot to publish as {tag}")
         self._run("dvc", "add", "-q", self.dataset)
-        push = self._run("dvc", "push", "-r", "storage")
+        try:
+            push = self._run("dvc", "push", "-r", "storage")
+        except RegistryError as exc:
+            raise RegistryError(f"{exc}\nNothing was published as {tag}; once the remote {self.remote_url} is reachable, "
+                                f"publishing again finishes this version (objects already pushed are not sent again)") from None
         uploaded = int(m.group(1)) if (m := re.search(r"(\d+) files? pushed", push.stdout + push.stderr)) else 0
         self._run("git", "add", f"{self.dataset}.dvc", ".gitignore")
         if self._run("git", "diff", "--cached", "--quiet", check=False).returncode != 0:
