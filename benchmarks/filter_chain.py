@@ -10,7 +10,7 @@
    analysing hostile ones (extreme-aspect strips, huge headers, near-cap pixel counts)
    (goal: hostile <= 1.2x demo).
 
-    .venv/bin/python benchmarks/filter_chain.py [--count 2000]
+    .venv/bin/python benchmarks/filter_chain.py [--count 2000] [--only-memory]
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _peak_rss_mb(args) -> float:
 
 
 def hostile_images() -> list[bytes]:
-    """Cheap to store, expensive to analyse naively: strips, huge headers, bomb-sized canvases."""
+    """Cheap to store, expensive to analyse naively: strips, huge headers, near-cap pixel counts."""
     import io
     import struct
     import zlib
@@ -67,7 +67,9 @@ def hostile_images() -> list[bytes]:
 
     out = [encode(Image.new("RGB", (40000, 2)), "PNG"), encode(Image.new("RGB", (2, 40000)), "PNG"),
            encode(Image.new("L", (60000, 30)), "PNG"), encode(Image.new("RGB", (16000, 1000), (9, 9, 9)), "JPEG"),
-           png_header(100000, 100000), png_header(65000, 65000), png_header(7000, 9000)]
+           png_header(100000, 100000), png_header(65000, 65000), png_header(7000, 9000),
+           # real pixels under the pixel cap: small files (one colour compresses) that decode to 190-430 MB
+           encode(Image.new("RGB", (7000, 9000), (200, 30, 30)), "PNG"), encode(Image.new("P", (6000, 6000), 3), "PNG")]
     return out * 4
 
 
@@ -80,7 +82,8 @@ def memory_figures(fs, demo_blobs: list[bytes]) -> bool:
             peaks[name] = pool.submit(_peak_rss_mb, (fs, blobs)).result()
     ratio = peaks["hostile"] / peaks["demo"]
     print(f"peak memory per worker: demo images {peaks['demo']:.0f} MB, hostile images {peaks['hostile']:.0f} MB, "
-          f"ratio {ratio:.2f} (goal <= 1.2); max_pixels {fs.max_pixels:,}, max_aspect {fs.max_aspect}")
+          f"ratio {ratio:.2f} (goal <= 1.2); max_pixels {fs.max_pixels:,}, max_decode_mb {fs.max_decode_mb:g}, "
+          f"max_aspect {fs.max_aspect}")
     return ratio <= 1.2
 
 
@@ -88,6 +91,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=2000)
     ap.add_argument("--profile", default="demo")
+    ap.add_argument("--only-memory", action="store_true", help="section 4 alone, on 100 demo images")
     args = ap.parse_args()
     settings = load_settings(args.profile)
     fs = settings.filter
@@ -95,9 +99,12 @@ def main() -> int:
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         store = ContentStore(os.path.join(tmp, "store"))
-        raw = ingest_synthetic(settings.synthetic, protocol, store, count=args.count, workers=2).table
+        raw = ingest_synthetic(settings.synthetic, protocol, store, count=100 if args.only_memory else args.count,
+                               workers=2).table
         print(f"machine: {os.cpu_count()} cores; {raw.num_rows} synthetic samples {settings.synthetic.width}x{settings.synthetic.height}, "
               f"profile {args.profile}")
+        if args.only_memory:
+            return 0 if memory_figures(fs, [store.get(k) for k in sorted(set(raw.column("sha256").to_pylist()))]) else 1
 
         # -- full run, then quality against ground truth --------------------------------------
         full = run_filter(raw, store, fs, workers=fs.workers)
@@ -126,7 +133,7 @@ def main() -> int:
         blobs = [store.get(k) for k in keys]
         t0 = time.perf_counter()
         for b in blobs:
-            decode_image(b, max_pixels=fs.max_pixels, max_side=fs.working_side)
+            decode_image(b, max_pixels=fs.max_pixels, max_side=fs.working_side, max_decode_mb=fs.max_decode_mb)
         decode_rate = len(blobs) / (time.perf_counter() - t0)
         _init_worker(fs, store)  # one thread, as a worker process runs
         analyser = Analyser(fs)

@@ -27,6 +27,7 @@ from flywheel.backends import BackendUnavailable
 from flywheel.filters.decode import decode_image
 from flywheel.filters.duplicates import NearDuplicateIndex, phash
 from flywheel.manifests import FILTERED_POOL, to_json
+from flywheel.faults import kill_point
 from flywheel.parallel import process_pool
 from flywheel.store import ContentStore
 
@@ -39,6 +40,9 @@ class FilterSettings(BaseModel):
     min_short_side: int = Field(640, ge=1, description="paper: images smaller than 640x1280 are removed")
     min_long_side: int = Field(1280, ge=1)
     max_pixels: int = Field(64_000_000, ge=1, description="decompression-bomb cap, checked from the header")
+    max_decode_mb: float = Field(160, gt=0, description="memory one image may take to decode (full resolution for "
+                                 "formats without reduced decoding; JPEGs decode at up to 1/8 scale), checked from the "
+                                 "header: bounds the per-image memory of a worker")
     working_side: int = Field(512, ge=64, description="longest side of the decoded working copy")
     max_aspect: float = Field(4.0, ge=1, description="longer / shorter side above which an image is rejected before any "
                               "detector runs (detectors rescale to a fixed height: a 40000x2 strip would cost GBs)")
@@ -57,7 +61,7 @@ class FilterSettings(BaseModel):
 
     def analysis_key(self) -> str:
         """Identifies the settings that change an analysis; a cached analysis is reused only under the same key."""
-        relevant = self.model_dump(mode="json", include={"max_pixels", "working_side", "max_aspect", "min_analysed_side", "person_detector", "yolo_weights",
+        relevant = self.model_dump(mode="json", include={"max_pixels", "max_decode_mb", "working_side", "max_aspect", "min_analysed_side", "person_detector", "yolo_weights",
                                                           "quality_metric", "quality_weights", "fake_classifier_dir"})
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -92,7 +96,7 @@ class Analyser:
     def analyse(self, data: bytes) -> dict:
         s = self.settings
         t0 = time.perf_counter()
-        d = decode_image(data, max_pixels=s.max_pixels, max_side=s.working_side)
+        d = decode_image(data, max_pixels=s.max_pixels, max_side=s.working_side, max_decode_mb=s.max_decode_mb)
         out: dict = {"decode_error": d.reason, "decode_detail": d.detail, "width": d.width, "height": d.height,
                      "format": d.format, "mode": d.mode, "frames": d.frames}
         if d.ok and (skip := cheap_rejection(d.width, d.height, d.image.shape[:2], s)):
@@ -179,6 +183,7 @@ def analyse_all(keys: list[str], settings: FilterSettings, store: ContentStore, 
         for i, key in enumerate(keys):
             k, r = _analyse_key(key)
             results[k] = r
+            kill_point("filter.analysed")
             if progress:
                 progress(i + 1, len(keys))
         return results
@@ -186,6 +191,7 @@ def analyse_all(keys: list[str], settings: FilterSettings, store: ContentStore, 
     with process_pool(workers, _init_worker, (settings, store)) as pool:
         for i, (k, r) in enumerate(pool.map(_analyse_key, keys, chunksize=chunk)):
             results[k] = r
+            kill_point("filter.analysed")
             if progress:
                 progress(i + 1, len(keys))
     return results

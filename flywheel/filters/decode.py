@@ -81,17 +81,40 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def decode_image(data: bytes, max_pixels: int = 64_000_000, max_side: int = 512) -> Decoded:
+_BYTES_PER_BAND = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4, "F": 4}
+
+
+def decode_megabytes(fmt: str | None, mode: str, width: int, height: int, max_side: int) -> float:
+    """What decoding takes, from the header alone: the decoded frame (JPEGs at the DCT scale
+    ``draft`` will pick, every other format at full size) plus the copies :func:`_to_rgb` makes."""
+    pixels = width * height
+    if fmt == "JPEG":  # draft decodes at 1/2, 1/4 or 1/8 while the result stays >= max_side
+        ratio = min(width // max_side, height // max_side)
+        scale = next((s for s in (8, 4, 2) if s <= ratio), 1)
+        pixels = -(-width // scale) * -(-height // scale)
+    bands = Image.getmodebands(mode) if mode in Image.MODES else 4
+    per_pixel = bands * _BYTES_PER_BAND.get(mode, 1) + 3  # the frame, then the RGB working copy
+    if mode in ("P", "PA", "RGBA", "LA", "RGBa", "La"):
+        per_pixel += 12  # _to_rgb composites over white: three RGBA images
+    elif mode in _BYTES_PER_BAND:
+        per_pixel += 17  # _to_rgb rescales through two float64 arrays and one uint8
+    return pixels * per_pixel / 1e6
+
+
+def decode_image(data: bytes, max_pixels: int = 64_000_000, max_side: int = 512, max_decode_mb: float | None = None) -> Decoded:
     if not data:
         return Decoded(False, "empty", "zero bytes")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # PIL warns about bad metadata; a bad file gets its reason below
             img = Image.open(io.BytesIO(data))
             fmt, width, height = img.format, img.width, img.height
             if width * height > max_pixels:
                 return Decoded(False, "decompression_bomb", f"{width}x{height} exceeds {max_pixels} pixels",
                                width=width, height=height, format=fmt)
+            if max_decode_mb is not None and (need := decode_megabytes(fmt, img.mode, width, height, max_side)) > max_decode_mb:
+                return Decoded(False, "decompression_bomb", f"{width}x{height} {fmt} {img.mode} needs {need:.0f} MB to decode "
+                               f"(max_decode_mb {max_decode_mb:g})", width=width, height=height, format=fmt)
             orientation = img.getexif().get(_EXIF_ORIENTATION, 1) if fmt in ("JPEG", "TIFF", "PNG", "WEBP", "MPO") else 1
             frames = getattr(img, "n_frames", 1)
             if fmt == "JPEG":
