@@ -47,9 +47,11 @@ class ParserNet(nn.Module):
 
 
 class LearnedParser:
-    def __init__(self, size: tuple[int, int] = (96, 64), width: int = 24):
+    def __init__(self, size: tuple[int, int] = (96, 64), width: int = 24, seed: int = 0):
         self.size, self.width = tuple(size), width  # (height, width) the net works at
-        self.net = ParserNet(width)
+        with torch.random.fork_rng():  # seeded initial weights: the same snapshot gives the same parser
+            torch.manual_seed(seed)
+            self.net = ParserNet(width)
 
     def _input(self, images) -> torch.Tensor:
         h, w = self.size

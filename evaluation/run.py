@@ -25,6 +25,7 @@ from evaluation.prompts import EvalPrompt
 from evaluation.settings import EvaluationSettings
 from evaluation.text_alignment import alignment_scores
 from flywheel.backends import BackendUnavailable
+from flywheel.faults import kill_point
 from flywheel.preview import png_bytes
 
 # part of every cached result's key: bump when a metric's definition changes
@@ -112,6 +113,7 @@ class ModelEvaluation:
         np.savez_compressed(tmp / "images.npz", images=self.images if self.images is not None else np.zeros((0, 1, 1, 3), np.uint8))
         if self.attention_png:
             (tmp / "attention.png").write_bytes(self.attention_png)
+        kill_point("evaluation.result_written")
         if folder.exists():
             import shutil
 

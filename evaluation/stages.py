@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from flywheel.faults import kill_point
 from flywheel.protocol import load_protocol
 from flywheel.settings import Settings
 from flywheel.stages import annotation_folder
@@ -131,6 +132,7 @@ def evaluate_cached(model, ctx, results: Path, identity: dict, base_dir: Path):
         return ModelEvaluation(model.label, model.key, model.registered_model, model.version, model.run_id,
                                skipped={"evaluation": f"failed: {type(exc).__name__}: {exc}"})
     result.save(folder)
+    kill_point("evaluation.result_saved")
     return result
 
 

@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
+from flywheel.faults import kill_point
+
 META_NAME = b"cosmicman.schema"
 META_VERSION = b"cosmicman.schema_version"
 
@@ -164,7 +166,9 @@ def write_manifest(table: pa.Table, url: str | os.PathLike, schema: ManifestSche
         pq.write_table(table, tmp.path)
         with open(tmp.path, "rb+") as fh:
             os.fsync(fh.fileno())
+        kill_point("manifest.written")
         os.replace(tmp.path, target.path)
+        kill_point("manifest.replaced")
     else:
         with target.open("wb") as fh:
             pq.write_table(table, fh)

@@ -6,6 +6,8 @@ import re
 import shutil
 from pathlib import Path
 
+from flywheel.faults import kill_point
+
 
 def checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """(step, path) of every checkpoint in ``folder``, oldest first."""
@@ -13,10 +15,22 @@ def checkpoints(folder: Path) -> list[tuple[int, Path]]:
 
 
 def save_checkpoint(accelerator, folder: Path, step: int, total_limit: int) -> Path:
-    """Drop the oldest checkpoints so that ``total_limit`` remain with the new one, then save it."""
-    existing = checkpoints(folder)
-    for _, old in existing[: max(0, len(existing) - total_limit + 1)]:
-        shutil.rmtree(old)
+    """Save under a temporary name, rename into place, then drop the oldest so that ``total_limit`` remain.
+
+    A kill at any moment leaves every complete checkpoint (and at most one ignored
+    ``.partial`` folder, removed by the next save): resuming never meets a half-written state.
+    """
     path = Path(folder) / f"checkpoint-{step}"
-    accelerator.save_state(str(path))
+    partial = path.with_name(path.name + ".partial")
+    for leftover in Path(folder).glob("checkpoint-*.partial"):
+        shutil.rmtree(leftover)
+    accelerator.save_state(str(partial))
+    kill_point("training.checkpoint_written")
+    if path.exists():  # the same step saved before a kill, then trained again
+        shutil.rmtree(path)
+    partial.rename(path)
+    existing = checkpoints(folder)
+    for _, old in existing[: max(0, len(existing) - total_limit)]:
+        shutil.rmtree(old)
+    kill_point("training.checkpoint_saved")
     return path

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flywheel.faults import kill_point
 from flywheel.preview import png_bytes
 from training.settings import TrainingProfile
 
@@ -105,6 +106,7 @@ def run_training(profile: TrainingProfile, snapshot, protocol, base_dir: Path, o
             unet.train(was_training)
 
         result = train(s, base_dir, train_samples, protocol, output_dir, on_log=on_log, on_attention=on_attention)
+        kill_point("training.trained")  # trained and saved, not yet registered
         seconds = time.perf_counter() - t0
         trained = load_base(result.unet_dir)
         trained.unet.eval()

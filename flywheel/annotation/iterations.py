@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from flywheel.annotation.annotator import AnnotatorSettings, AttributeAnnotator, load_annotator, new_annotator
 from flywheel.annotation.crops import Views
 from flywheel.annotation.labelling import LabelLedger, LabelRequest, Labeller
+from flywheel.faults import kill_point
 from flywheel.protocol import Protocol
 
 
@@ -177,6 +178,7 @@ class AnnotationFlywheel:
             images = self._sample(k, annotator, categories, budget_left) if categories else []
             plan = {"categories": categories, "images": images}
             _write_json(plan_path, plan)
+            kill_point("annotation.planned")
         if self.ledger.has(batch):  # collected before an interruption: reuse, do not count again
             added = self.ledger.batch_count(batch)
         elif plan["images"]:
@@ -190,6 +192,7 @@ class AnnotationFlywheel:
                 return IterationResult(k, plan["categories"], len(plan["images"]), 0, self.ledger.count(), before, {},
                                        status="waiting")
             added = self.ledger.record(batch, labels)
+            kill_point("annotation.labelled")
         else:
             added = 0
         labelled = self.ledger.by_record()
@@ -198,6 +201,7 @@ class AnnotationFlywheel:
             annotator.fit(self.pool.views[self.pool.index(ids)], [labelled[r] for r in ids])
         after = self.evaluate(annotator)
         annotator.save(self._dir(k) / "annotator")
+        kill_point("annotation.saved")
         result = IterationResult(k, plan["categories"], len(plan["images"]), added, self.ledger.count(), before, after)
         result.stop_reason = self._stop_reason(k, result)
         _write_json(metrics, result.to_json())

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import yaml
 
+from flywheel.faults import kill_point
+
 
 class RegistryError(RuntimeError):
     """A git or DVC command failed; the message has the command and its output."""
@@ -124,6 +126,7 @@ class DataRegistry:
             self._run("git", "init", "-q", "-b", "main", cwd=where)
         if not (where / ".dvc" / "config").exists():
             self._run("dvc", "init", "-q", "-f", cwd=where)
+            kill_point("registry.initialised")
         self._run("dvc", "config", "core.analytics", "false", cwd=where)
         if '[\'remote "storage"\']' not in (where / ".dvc" / "config").read_text():
             self._run("dvc", "remote", "add", "-d", "-f", "storage", self.remote_url, cwd=where)
@@ -188,18 +191,22 @@ class DataRegistry:
             staged.rename(self.current)
             if previous.exists():
                 shutil.rmtree(previous)
+            kill_point("registry.swapped")
         elif not self.current.exists():
             raise RegistryError(f"{staged}: no staged snapshot to publish as {tag}")
         self._run("dvc", "add", "-q", self.dataset)
+        kill_point("registry.added")
         try:
             push = self._run("dvc", "push", "-r", "storage")
         except RegistryError as exc:
             raise RegistryError(f"{exc}\nNothing was published as {tag}; once the remote {self.remote_url} is reachable, "
                                 f"publishing again finishes this version (objects already pushed are not sent again)") from None
+        kill_point("registry.pushed")
         uploaded = int(m.group(1)) if (m := re.search(r"(\d+) files? pushed", push.stdout + push.stderr)) else 0
         self._run("git", "add", f"{self.dataset}.dvc", ".gitignore")
         if self._run("git", "diff", "--cached", "--quiet", check=False).returncode != 0:
             self._run("git", "commit", "-q", "-m", message)
+        kill_point("registry.committed")
         self._run("git", "tag", "-a", tag, "-m", message)  # last: the version becomes visible
         return Publication(version, tag, self.data_hash(tag), uploaded)
 

@@ -10,6 +10,7 @@ from functools import partial
 
 import pyarrow as pa
 
+from flywheel.faults import kill_point
 from flywheel.manifests import RAW_RECORDS, to_json
 from flywheel.parallel import process_pool
 from flywheel.protocol import Protocol
@@ -70,11 +71,13 @@ def ingest_synthetic(config: SyntheticConfig, protocol: Protocol, store: Content
         with process_pool(workers) as pool:
             for row in pool.map(fn, indices, chunksize=max(1, min(64, count // (workers * 4)))):
                 rows.append(row)
+                kill_point("source.item")
                 if progress:
                     progress(len(rows), count)
     else:
         for i in indices:
             rows.append(fn(i))
+            kill_point("source.item")
             if progress:
                 progress(len(rows), count)
     seconds = time.perf_counter() - t0
