@@ -83,6 +83,24 @@ def test_pretrain_is_tracked_in_mlflow_with_its_recipe_losses_and_sample_grids(p
     assert len(grids) == 2  # one mid-run (step 2 of 4) and the final grid
     card = (root / "base" / "README.md").read_text()
     assert "48 clean renders" in card and "total:" in card and "wrong_word_share" in card
+    assert 'addition_embed_type="text"' in card  # the pooled-prompt path is named in the UNet row
+
+
+def test_the_model_card_keeps_figures_and_run_notes_when_rewritten(tmp_path):
+    from training.pretrain.card import FIGURES_BEGIN, FIGURES_END, write_card
+    from training.pretrain.settings import PretrainSettings
+
+    folder = tmp_path / "base"
+    for part in ("vae", "text_encoder", "unet"):
+        (folder / part).mkdir(parents=True)
+    settings = PretrainSettings().model_dump(mode="json")
+    write_card(folder, settings, {"unet": 60.0}, 0.5, notes="- grown at step 2400")
+    card = folder / "README.md"
+    card.write_text(card.read_text().replace(f"{FIGURES_BEGIN}\n", f"{FIGURES_BEGIN}\n| gender | 0.9 |\n"))
+    write_card(folder, settings, {"unet": 120.0}, 0.5)  # a later export, with no notes of its own
+    text = card.read_text()
+    assert "- grown at step 2400" in text and "| gender | 0.9 |" in text and "- unet: 2.0 min" in text
+    assert text.index(FIGURES_END) < text.index("- grown at step 2400")
 
 
 def test_pretrain_resumes_from_its_checkpoints_and_trains_further(pretrained, tmp_path):

@@ -10,6 +10,11 @@ import json
 from pathlib import Path
 
 FIGURES_BEGIN, FIGURES_END = "<!-- benchmark figures: begin -->", "<!-- benchmark figures: end -->"
+NOTES_BEGIN, NOTES_END = "<!-- run notes: begin -->", "<!-- run notes: end -->"  # people's notes, kept on rewrite
+
+
+def _between(text: str, begin: str, end: str) -> str | None:
+    return text[text.index(begin):text.index(end) + len(end)] if begin in text and end in text else None
 
 
 def _params(folder: Path, part: str) -> int:
@@ -25,8 +30,11 @@ def write_card(folder: Path, settings: dict, seconds: dict[str, float], scaling_
     mb = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
     c, v, k, u = s["corpus"], s["vae"], s["clip"], s["unet"]
     old = (folder / "README.md").read_text() if (folder / "README.md").exists() else ""
-    figures = old[old.index(FIGURES_BEGIN):old.index(FIGURES_END) + len(FIGURES_END)] if FIGURES_BEGIN in old else \
+    figures = _between(old, FIGURES_BEGIN, FIGURES_END) or \
         f"{FIGURES_BEGIN}\n(not measured yet: run `python benchmarks/base_model.py`)\n{FIGURES_END}"
+    notes = f"{NOTES_BEGIN}\n{notes}\n{NOTES_END}" if notes else (_between(old, NOTES_BEGIN, NOTES_END) or "")
+    pooled = ", plus the attention-pooled prompt added to the timestep embedding (`addition_embed_type=\"text\"`)" \
+        if u.get("text_time_embedding") else ""
     text = f"""# Embedded base model (the project's Stable Diffusion 1.5 stand-in)
 
 A `StableDiffusionPipeline` directory (diffusers layout: `model_index.json`, `vae/`, `unet/`,
@@ -40,7 +48,7 @@ directory. Every file but this card is listed in `checksums.sha256` and checked 
 | vae | `AutoencoderKL`, channels {tuple(v["block_out_channels"])}, {v["latent_channels"]} latent channels, scaling factor {scaling_factor:.4f} | {sizes["vae"] / 1e6:.2f} M |
 | text_encoder | `CLIPTextModel`, width {k["hidden_size"]}, {k["layers"]} layers, trained contrastively (CLIP loss) against a ViT of width {k["vision_hidden"]}, {k["vision_layers"]} layers at {k["vision_size"]}x{k["vision_size"]} | {sizes["text_encoder"] / 1e6:.2f} M |
 | tokenizer | `CLIPTokenizer` (BPE, `vocab.json` + `merges.txt`) learned from the corpus and protocol vocabulary | - |
-| unet | `UNet2DConditionModel` on {c["height"] // 2 ** (len(v["block_out_channels"]) - 1)}x{c["width"] // 2 ** (len(v["block_out_channels"]) - 1)} latents, channels {tuple(u["block_out_channels"])}, blocks {", ".join(u["down_block_types"])} | {sizes["unet"] / 1e6:.2f} M |
+| unet | `UNet2DConditionModel` on {c["height"] // 2 ** (len(v["block_out_channels"]) - 1)}x{c["width"] // 2 ** (len(v["block_out_channels"]) - 1)} latents, channels {tuple(u["block_out_channels"])}, blocks {", ".join(u["down_block_types"])}{pooled} | {sizes["unet"] / 1e6:.2f} M |
 | scheduler | `DDPMScheduler`, 1000 steps, {u["beta_schedule"]}, {u["prediction_type"]} prediction | - |
 
 Images: {c["height"]}x{c["width"]} (height x width). Files: {mb:.1f} MB.
