@@ -117,8 +117,7 @@ class DataRegistry:
         config = self.path / ".dvc" / "config"
         if not (config.exists() and (self.path / ".git").exists()):
             return False
-        has_remote = '[\'remote "storage"\']' in config.read_text()
-        return has_remote and self._run("git", "rev-parse", "--verify", "-q", "HEAD", check=False).returncode == 0
+        return _has_remote(config) and self._run("git", "rev-parse", "--verify", "-q", "HEAD", check=False).returncode == 0
 
     def _set_up(self, where: Path) -> None:
         """Every set-up step, each done only if its result is missing (safe to repeat after a kill)."""
@@ -128,7 +127,7 @@ class DataRegistry:
             self._run("dvc", "init", "-q", "-f", cwd=where)
             kill_point("registry.initialised")
         self._run("dvc", "config", "core.analytics", "false", cwd=where)
-        if '[\'remote "storage"\']' not in (where / ".dvc" / "config").read_text():
+        if not _has_remote(where / ".dvc" / "config"):
             self._run("dvc", "remote", "add", "-d", "-f", "storage", self.remote_url, cwd=where)
             if self.remote_endpoint_url:
                 self._run("dvc", "remote", "modify", "storage", "endpointurl", self.remote_endpoint_url, cwd=where)
@@ -214,6 +213,10 @@ class DataRegistry:
     def get(self, version: int, out: Path) -> Path:
         """``dvc get`` of one version into ``out`` (a fresh folder), as any consumer would."""
         return get_version(str(self.path), self.tag(version), out, self.dvc, self.dataset)
+
+
+def _has_remote(dvc_config: Path) -> bool:
+    return '[\'remote "storage"\']' in dvc_config.read_text()
 
 
 def get_version(registry_url: str, tag: str, out: Path, dvc: str = "dvc", dataset: str = "cosmicman-hq") -> Path:
