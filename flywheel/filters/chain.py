@@ -24,10 +24,10 @@ import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from flywheel.backends import BackendUnavailable
+from flywheel.faults import kill_point
 from flywheel.filters.decode import decode_image
 from flywheel.filters.duplicates import NearDuplicateIndex, phash
 from flywheel.manifests import FILTERED_POOL, to_json
-from flywheel.faults import kill_point
 from flywheel.parallel import process_pool
 from flywheel.store import ContentStore
 
