@@ -240,3 +240,38 @@ def test_a_unet_without_the_pooled_prompt_path_grows_it_unchanged_then_learns_it
     wider = s.model_copy(update={"block_out_channels": tuple(2 * c for c in s.block_out_channels)})
     with pytest.raises(ValueError, match="does not fit the settings"):
         grow_unet(old, wider)
+
+
+def test_the_text_encoder_trained_with_the_unet_is_exported_and_continued_from(pretrained, tmp_path):
+    """``text_encoder_lr`` trains the text encoder with the UNet: the pipeline ships that encoder, the
+    contrastive CLIP beside it stays as it was (the CLIPScore backend), and a fresh work folder seeded
+    from the pipeline goes on from the trained encoder, not from CLIP's."""
+    from transformers import CLIPModel, CLIPTextModel
+
+    from training.base_model import load_base
+    from training.pretrain.continue_from import seed_checkpoints
+    from training.pretrain.run import clip_dir, pretrain_base
+
+    root, _, settings = pretrained
+    joint = tiny(settings, steps=6, text_encoder_lr=1e-2, ema_decay=0.5)
+    seed_checkpoints(root / "base", tmp_path / "work", joint)
+    pretrain_base(joint, tmp_path / "work", tmp_path / "joint")
+    clip_text = CLIPModel.from_pretrained(clip_dir(root / "base")).text_model.embeddings.token_embedding.weight
+    exported = load_base(tmp_path / "joint").text_encoder.get_input_embeddings().weight
+    assert not torch.allclose(clip_text, exported)
+    kept = CLIPModel.from_pretrained(clip_dir(tmp_path / "joint")).text_model.embeddings.token_embedding.weight
+    assert torch.equal(clip_text, kept)
+    state = torch.load(tmp_path / "work" / "unet.pt", weights_only=False)
+    assert state["step"] == 6 and state["warmup_from"] == 4 and "ema_text_encoder" in state
+    assert len(state["optimizer"]["param_groups"]) == 2
+
+    further = tiny(settings, steps=7, text_encoder_lr=1e-2, ema_decay=0.5)
+    json_path = tmp_path / "joint" / "pretrain_settings.json"
+    assert json.loads(json_path.read_text())["settings"]["unet"]["text_encoder_lr"] == 1e-2
+    seed_checkpoints(tmp_path / "joint", tmp_path / "work2", further)
+    seeded = torch.load(tmp_path / "work2" / "unet.pt", weights_only=False)
+    trained = CLIPTextModel.from_pretrained(tmp_path / "joint" / "text_encoder").state_dict()
+    assert all(torch.equal(seeded["text_encoder"][k], v) for k, v in trained.items())
+    steps: list = []
+    pretrain_base(further, tmp_path / "work2", tmp_path / "further", on_log=lambda st, k, m: steps.append((st, k)))
+    assert steps == [("unet", 7)]

@@ -35,6 +35,10 @@ def write_card(folder: Path, settings: dict, seconds: dict[str, float], scaling_
     notes = f"{NOTES_BEGIN}\n{notes}\n{NOTES_END}" if notes else (_between(old, NOTES_BEGIN, NOTES_END) or "")
     pooled = ", plus the attention-pooled prompt added to the timestep embedding (`addition_embed_type=\"text\"`)" \
         if u.get("text_time_embedding") else ""
+    joint_lr = u.get("text_encoder_lr")
+    then_joint = ", then trained with the UNet" if joint_lr else ""
+    text_encoder_recipe = f"the text encoder trained with it at lr {joint_lr} (its EMA saved; `../embedded-base-clip/` " \
+        "keeps the contrastive one)" if joint_lr else "text encoder frozen"
     text = f"""# Embedded base model (the project's Stable Diffusion 1.5 stand-in)
 
 A `StableDiffusionPipeline` directory (diffusers layout: `model_index.json`, `vae/`, `unet/`,
@@ -46,7 +50,7 @@ directory. Every file but this card is listed in `checksums.sha256` and checked 
 | part | what | parameters |
 | --- | --- | --- |
 | vae | `AutoencoderKL`, channels {tuple(v["block_out_channels"])}, {v["latent_channels"]} latent channels, scaling factor {scaling_factor:.4f} | {sizes["vae"] / 1e6:.2f} M |
-| text_encoder | `CLIPTextModel`, width {k["hidden_size"]}, {k["layers"]} layers, trained contrastively (CLIP loss) against a ViT of width {k["vision_hidden"]}, {k["vision_layers"]} layers at {k["vision_size"]}x{k["vision_size"]} | {sizes["text_encoder"] / 1e6:.2f} M |
+| text_encoder | `CLIPTextModel`, width {k["hidden_size"]}, {k["layers"]} layers, trained contrastively (CLIP loss) against a ViT of width {k["vision_hidden"]}, {k["vision_layers"]} layers at {k["vision_size"]}x{k["vision_size"]}{then_joint} | {sizes["text_encoder"] / 1e6:.2f} M |
 | tokenizer | `CLIPTokenizer` (BPE, `vocab.json` + `merges.txt`) learned from the corpus and protocol vocabulary | - |
 | unet | `UNet2DConditionModel` on {c["height"] // 2 ** (len(v["block_out_channels"]) - 1)}x{c["width"] // 2 ** (len(v["block_out_channels"]) - 1)} latents, channels {tuple(u["block_out_channels"])}, blocks {", ".join(u["down_block_types"])}{pooled} | {sizes["unet"] / 1e6:.2f} M |
 | scheduler | `DDPMScheduler`, 1000 steps, {u["beta_schedule"]}, {u["prediction_type"]} prediction | - |
@@ -61,7 +65,7 @@ Images: {c["height"]}x{c["width"]} (height x width). Files: {mb:.1f} MB.
 - **VAE:** {v["steps"]} steps x batch {v["batch_size"]} on {v["crop"][0]}x{v["crop"][1]} crops, AdamW lr {v["lr"]}, L1 + MSE + {v["kl_weight"]} KL.
 - **CLIP:** {k["steps"]} steps x batch {k["batch_size"]}, AdamW lr {k["lr"]}, captions cut to {k["max_tokens"]} tokens.
 - **UNet:** {u["steps"]} steps x batch {u["batch_size"]} on cached latents, AdamW lr {u["lr"]} ({u["warmup_steps"]} warm-up steps),
-  text encoder frozen, {u["caption_dropout"]:.0%} captions dropped, Min-SNR-{u["snr_gamma"]}, EMA {u["ema_decay"]} (the saved weights).
+  {text_encoder_recipe}, {u["caption_dropout"]:.0%} captions dropped, Min-SNR-{u["snr_gamma"]}, EMA {u["ema_decay"]} (the saved weights).
 - Seed {s["seed"]}. The full settings are in `pretrain_settings.json`.
 
 ## Cost (wall time on the 2-core development machine, CPU only)

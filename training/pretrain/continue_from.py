@@ -6,7 +6,10 @@ weights at the step count its ``pretrain_settings.json`` records (fresh optimize
 random stream), so ``pretrain-base --from-pipeline models/embedded-base --unet-steps N`` trains
 the UNet further instead of starting over. The recipe must match apart from step counts and
 the UNet's pooled-prompt path (``text_time_embedding``), which a UNet trained without it grows
-(zero-initialised, so it starts as the trained UNet).
+(zero-initialised, so it starts as the trained UNet), and the UNet's optimisation settings
+(learning rates, warm-up, batch, dropout, loss weighting, EMA decay, whether the text encoder
+trains too): the architecture and the noise schedule must match. A seeded UNet warms its
+learning rate up again, since Adam's moments start afresh.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import torch
 from training.pretrain.settings import PretrainSettings
 
 _STAGES = ("vae", "clip", "unet")
-_GROWABLE = {"unet": {"text_time_embedding", "text_time_embedding_heads"}}  # added to trained weights, not retrained
+# may differ from the pipeline's: added to trained weights (the pooled-prompt path), or how training goes on
+_MAY_CHANGE = {"unet": {"text_time_embedding", "text_time_embedding_heads", "lr", "warmup_steps", "batch_size",
+                        "caption_dropout", "snr_gamma", "ema_decay", "text_encoder_lr"}}
 
 
 class RecipeMismatch(ValueError):
@@ -49,7 +54,7 @@ def seed_checkpoints(pipeline: Path, work_dir: Path, s: PretrainSettings) -> lis
     if done.corpus != s.corpus:
         raise RecipeMismatch(f"{recorded}: its corpus recipe differs from the settings' (continuing needs the same corpus)")
     for stage in _STAGES:
-        skip = {"steps", *_GROWABLE.get(stage, ())}
+        skip = {"steps", *_MAY_CHANGE.get(stage, ())}
         ours, theirs = getattr(s, stage).model_dump(exclude=skip), getattr(done, stage).model_dump(exclude=skip)
         if ours != theirs:
             diff = sorted(k for k in ours if ours[k] != theirs.get(k))
@@ -77,7 +82,12 @@ def seed_checkpoints(pipeline: Path, work_dir: Path, s: PretrainSettings) -> lis
             unet = grow_unet(trained, s.unet)
         except ValueError as exc:
             raise RecipeMismatch(f"{pipeline / 'unet'}: {exc}") from exc
-        save_atomic(_state("unet", unet, s.unet.lr, done.unet.steps, s.seed, ema=unet.state_dict(), ema_step=done.unet.steps),
-              work_dir / "unet.pt")
+        extra = {"ema": unet.state_dict(), "ema_step": done.unet.steps, "warmup_from": done.unet.steps}
+        if done.unet.text_encoder_lr:  # the pipeline's text encoder was trained with its UNet: continue from it
+            from transformers import CLIPTextModel
+
+            text = CLIPTextModel.from_pretrained(pipeline / "text_encoder").state_dict()
+            extra |= {"text_encoder": text, "ema_text_encoder": text}
+        save_atomic(_state("unet", unet, s.unet.lr, done.unet.steps, s.seed, **extra), work_dir / "unet.pt")
         seeded.append("unet")
     return seeded

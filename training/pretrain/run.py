@@ -25,7 +25,13 @@ from training.base_model import BaseModel
 from training.pretrain.clip import build_clip, build_clip_tokenizer, train_clip_steps
 from training.pretrain.corpus import build_corpus
 from training.pretrain.settings import PretrainSettings
-from training.pretrain.unet import Ema, build_scheduler, build_unet, train_unet_steps
+from training.pretrain.unet import (
+    Ema,
+    build_scheduler,
+    build_unet,
+    train_unet_steps,
+    unet_optimizer,
+)
 from training.pretrain.vae import (
     build_vae,
     encode_corpus,
@@ -82,8 +88,12 @@ def _run_stage(name: str, path: Path, total: int, modules: dict, optimizer, gene
     if path.exists():
         state = torch.load(path, weights_only=False)
         for k, m in modules.items():
-            m.load_state_dict(state[k])
-        optimizer.load_state_dict(state["optimizer"])
+            if k in state:  # a module new to this stage (the text encoder, once trained too) keeps its weights
+                m.load_state_dict(state[k])
+        if len(state["optimizer"]["param_groups"]) == len(optimizer.param_groups):
+            optimizer.load_state_dict(state["optimizer"])
+        else:  # the trained modules changed: Adam's moments start afresh (the warm-up restarts too, see below)
+            state["warmup_from"] = state["step"]
         generator.set_state(state["generator"])
         step = state["step"]
         if restore:
@@ -165,11 +175,14 @@ def pretrain_base(s: PretrainSettings, work_dir: Path, output_dir: Path, protoco
     torch.manual_seed(s.seed + 4)
     latent_size = tuple(means.shape[-2:])
     unet = build_unet(s.unet, means.shape[2], latent_size, text_encoder.config.hidden_size)
+    joint = bool(s.unet.text_encoder_lr)
     ema = Ema(unet, s.unet.ema_decay)
+    text_ema = Ema(text_encoder, s.unet.ema_decay) if joint else None
     scheduler = build_scheduler(s.unet)
-    opt = torch.optim.AdamW(unet.parameters(), lr=s.unet.lr, weight_decay=1e-2)
+    opt = unet_optimizer(unet, text_encoder, s.unet)
     gen = torch.Generator().manual_seed(s.seed + 5)
-    base = BaseModel(output_dir, ema.model, text_encoder, tokenizer, scheduler, vae=vae)
+    warmup = {"from": 0}  # the step Adam's moments started at: a seeded or widened checkpoint warms up again
+    base = BaseModel(output_dir, ema.model, text_ema.model if joint else text_encoder, tokenizer, scheduler, vae=vae)
 
     def sample_grid() -> np.ndarray:
         prompts = s.sample_prompts
@@ -179,13 +192,30 @@ def pretrain_base(s: PretrainSettings, work_dir: Path, output_dir: Path, protoco
 
     def train(a: int, b: int) -> None:
         train_unet_steps(unet, ema, opt, text_encoder, tokenizer, scheduler, means, stds, corpus.captions, scaling,
-                         s.unet, a, b, gen, lambda k, m: log("unet", k, m))
+                         s.unet, a, b, gen, lambda k, m: log("unet", k, m), text_ema=text_ema,
+                         warmup_from=warmup["from"])
         if on_grid and (b // s.sample_every > a // s.sample_every) and b < s.unet.steps:
             on_grid(b, sample_grid())
 
-    _run_stage("unet", work_dir / "unet.pt", s.unet.steps, {"unet": unet}, opt, gen, s.checkpoint_every, train, clock,
-               extra_state=lambda: {"ema": ema.model.state_dict(), "ema_step": ema.step},
-               restore=lambda st: (ema.model.load_state_dict(st["ema"]), setattr(ema, "step", st["ema_step"])))
+    def unet_state() -> dict:
+        state = {"ema": ema.model.state_dict(), "ema_step": ema.step, "warmup_from": warmup["from"]}
+        if joint:
+            state["ema_text_encoder"] = text_ema.model.state_dict()
+        return state
+
+    def restore_unet(st: dict) -> None:
+        ema.model.load_state_dict(st["ema"])
+        ema.step = st["ema_step"]
+        warmup["from"] = st.get("warmup_from", 0)
+        if joint:  # a checkpoint from before the text encoder was trained: its EMA starts at the current weights,
+            # as far along its decay as the UNet's, so that the exported pair averages over the same steps
+            text_ema.model.load_state_dict(st.get("ema_text_encoder", text_encoder.state_dict()))
+            text_ema.step = st["ema_step"]
+
+    # the text encoder the UNet reads is part of this stage's state (once trained with it, it is no longer CLIP's)
+    modules = {"unet": unet, "text_encoder": text_encoder}
+    _run_stage("unet", work_dir / "unet.pt", s.unet.steps, modules, opt, gen, s.checkpoint_every, train, clock,
+               extra_state=unet_state, restore=restore_unet)
 
     partial = output_dir.with_name(output_dir.name + ".partial")
     clip_partial = partial.with_name(clip_dir(output_dir).name + ".partial")

@@ -83,7 +83,11 @@ class UnetSettings(BaseModel):
     warmup_steps: int = 100
     caption_dropout: float = 0.1
     snr_gamma: float | None = 5.0
-    ema_decay: float = 0.999
+    ema_decay: float = Field(0.995, description="a window of about 200 steps: runs here are a few thousand steps long")
+    text_encoder_lr: float | None = Field(5e-4, description="train the text encoder with the UNet at this learning "
+                                          "rate (None: frozen, SD 1.5's recipe). The contrastive CLIP barely separates "
+                                          "man from woman; the UNet's loss teaches it what the image needs. The "
+                                          "contrastive CLIP stays the CLIPScore backend")
 
 
 class PretrainSettings(BaseModel):

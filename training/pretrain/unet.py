@@ -3,6 +3,8 @@
 SD 1.5's recipe at small scale: the text encoder frozen, epsilon prediction, 10% of
 captions dropped for classifier-free guidance, Min-SNR-5 loss weighting (faster
 convergence at no cost per step) and an EMA of the weights, which is what is saved.
+``UnetSettings.text_encoder_lr`` trains the text encoder too (its own EMA), as small
+from-scratch text-to-image models do when no large pretrained encoder exists.
 """
 
 from __future__ import annotations
@@ -82,24 +84,41 @@ class Ema:
             e.lerp_(p.detach(), 1 - d)
 
 
+def unet_optimizer(unet: torch.nn.Module, text_encoder: torch.nn.Module, s: UnetSettings) -> torch.optim.AdamW:
+    """AdamW over the UNet, and over the text encoder (a second group) when it is trained too."""
+    groups = [{"params": list(unet.parameters()), "lr": s.lr}]
+    if s.text_encoder_lr:
+        groups.append({"params": list(text_encoder.parameters()), "lr": s.text_encoder_lr})
+    return torch.optim.AdamW(groups, lr=s.lr, weight_decay=1e-2)
+
+
 def train_unet_steps(unet, ema: Ema, optimizer, text_encoder, tokenizer, scheduler: DDPMScheduler,
                      means: np.ndarray, stds: np.ndarray, captions: list[str], scaling_factor: float, s: UnetSettings,
-                     start: int, stop: int, generator: torch.Generator, on_log=None) -> None:
-    """Steps ``start``..``stop`` of UNet training; ``means``/``stds``: (N, 2, C, h, w) latents of each image and its mirror."""
+                     start: int, stop: int, generator: torch.Generator, on_log=None, text_ema: Ema | None = None,
+                     warmup_from: int = 0) -> None:
+    """Steps ``start``..``stop`` of UNet training; ``means``/``stds``: (N, 2, C, h, w) latents of each image and its mirror.
+    With ``s.text_encoder_lr`` the text encoder is trained as well and ``text_ema`` follows it. The learning rate
+    warms up over ``s.warmup_steps`` from ``warmup_from``, the step the optimizer's moments started at."""
+    joint = bool(s.text_encoder_lr)
+    if joint and text_ema is None:
+        raise ValueError("text_encoder_lr is set: the text encoder's EMA (text_ema) is required")
     unet.train()
-    lr_at = lambda step: s.lr * min(1.0, (step + 1) / max(1, s.warmup_steps))
+    text_encoder.train(joint).requires_grad_(joint)
+    base_lrs = [s.lr, s.text_encoder_lr][:len(optimizer.param_groups)]
+    warm = lambda step: min(1.0, (step - warmup_from + 1) / max(1, s.warmup_steps))
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     for step in tqdm(range(start, stop), desc="unet", initial=start, total=s.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
+        for group, lr in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = lr * warm(step)
         idx = torch.randint(0, len(means), (s.batch_size,), generator=generator).numpy()
         view = torch.randint(0, 2, (s.batch_size,), generator=generator).numpy()
         mean = torch.from_numpy(means[idx, view].astype(np.float32))
         std = torch.from_numpy(stds[idx, view].astype(np.float32))
         latents = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling_factor
         texts = [("" if torch.rand(1, generator=generator).item() < s.caption_dropout else captions[i]) for i in idx]
-        with torch.no_grad():
-            ids = tokenizer(texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
-                            return_tensors="pt").input_ids
+        ids = tokenizer(texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+                        return_tensors="pt").input_ids
+        with torch.set_grad_enabled(joint):
             context = text_encoder(ids)[0]
         noise = torch.randn(latents.shape, generator=generator)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (s.batch_size,), generator=generator)
@@ -112,8 +131,11 @@ def train_unet_steps(unet, ema: Ema, optimizer, text_encoder, tokenizer, schedul
         loss = per_sample.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         ema.update(unet)
+        if joint:
+            text_ema.update(text_encoder)
         if on_log:
-            on_log(step + 1, {"loss": loss.item(), "lr": lr_at(step)})
+            on_log(step + 1, {"loss": loss.item(), "lr": s.lr * warm(step)})
+    text_encoder.eval().requires_grad_(False)
