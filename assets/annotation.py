@@ -6,14 +6,18 @@ import dagster as dg
 
 from assets.checks import suite_result
 from assets.filtering import filtered_pool
+from assets.metadata import ROW_COUNT, content_version, data_version_of, table
 from assets.partitions import annotation_iterations, parse_iteration_key
 from flywheel.annotation.report import accuracy_plot, accuracy_table
-from flywheel.preview import decode_rgb, markdown_image, markdown_table
+from flywheel.preview import decode_rgb, markdown_image
 from flywheel.protocol import load_protocol
 from flywheel.stages import annotate_pool, read_annotations
 from flywheel.stages import annotation_iteration as run_iteration
 from flywheel.validation.annotations import validate_annotations
 from orchestration.resources import FlywheelResource
+
+ANNOTATION_CONTENT = ("record_id", "sha256", "parsing_sha256", "answers", "caption")  # what a snapshot is made of
+POOL_VERSION = "filtered_pool_data_version"
 
 
 @dg.asset(
@@ -29,7 +33,10 @@ def annotation_iteration(context: dg.AssetExecutionContext, flywheel: FlywheelRe
     k = parse_iteration_key(context.partition_key)
     result, history, run_id = run_iteration(settings, k, run_tags={"dagster.run_id": context.run_id})
     target = settings.annotation.target_accuracy
+    pool = context.instance.get_latest_materialization_event(filtered_pool.key)
     meta = {
+        # the sensor starts a new iteration when the pool's data version moves past this one
+        POOL_VERSION: dg.MetadataValue.text(data_version_of(pool)),
         "status": dg.MetadataValue.text(result.status),
         "categories_labelled": dg.MetadataValue.int(len(result.categories)),
         "images_labelled": dg.MetadataValue.int(result.images),
@@ -64,12 +71,12 @@ def annotated_pool(context: dg.AssetExecutionContext, flywheel: FlywheelResource
     origins = Counter(o for r in rows for o in dict(r["answer_origin"] or {}).values())
     parsing = Counter(r["parsing_source"] for r in rows)
     examples = [(r["record_id"][:8], r["caption"]) for r in rows[:8]]
-    return dg.MaterializeResult(metadata={
-        "images": dg.MetadataValue.int(len(rows)),
+    return dg.MaterializeResult(data_version=content_version(rows, ANNOTATION_CONTENT), metadata={
+        ROW_COUNT: dg.MetadataValue.int(len(rows)),
         "answers_by_people": dg.MetadataValue.int(origins.get("human", 0)),
         "answers_by_annotator": dg.MetadataValue.int(origins.get("ai", 0)),
-        "parsing_sources": dg.MetadataValue.md(markdown_table(sorted(parsing.items()), ["parsing", "images"])),
-        "caption_examples": dg.MetadataValue.md(markdown_table(examples, ["record", "caption"])),
+        "parsing_sources": table(sorted(parsing.items()), [("parsing", "string"), ("images", "int")]),
+        "caption_examples": table(examples, [("record", "string"), ("caption", "string")]),
         "manifest": dg.MetadataValue.path(str(result.manifest)),
     })
 

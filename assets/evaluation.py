@@ -3,6 +3,7 @@ re-evaluated whenever a training asset produces a new version (cached per versio
 
 import dagster as dg
 
+from assets.conditions import on_new_data
 from assets.training import (
     adversarial_checkpoint,
     daring_checkpoint,
@@ -19,7 +20,8 @@ def _or_nan(value: float | None) -> float:
 
 @dg.asset(group_name="evaluation", kinds={"pytorch", "mlflow", "html"}, pool="accelerator",
           deps=[plain_finetune_checkpoint, daring_checkpoint, adversarial_checkpoint],
-          automation_condition=dg.AutomationCondition.eager(),
+          automation_condition=on_new_data(same_run_as=("plain_finetune_checkpoint", "daring_checkpoint",
+                                                        "adversarial_checkpoint")),
           check_specs=[dg.AssetCheckSpec("judge_accuracy", asset="evaluation_report",
                                          description=f"the truth judge scores >= {JUDGE_THRESHOLD} Acc_all on real renders "
                                          "degraded like generated images (else semantic accuracy is indicative only)")],

@@ -5,8 +5,10 @@ from collections import Counter
 import dagster as dg
 
 from assets.checks import suite_result
+from assets.conditions import after_new_batches
+from assets.metadata import ROW_COUNT, content_version, table
 from assets.sourcing import raw_images
-from flywheel.preview import contact_sheet, decode_rgb, markdown_image, markdown_table
+from flywheel.preview import contact_sheet, decode_rgb, markdown_image
 from flywheel.stages import filter_pool, read_filtered_pool
 from flywheel.validation.filtered_pool import validate_filtered_pool
 from orchestration.resources import FlywheelResource
@@ -16,7 +18,7 @@ from orchestration.resources import FlywheelResource
     group_name="filtering",
     kinds={"python", "parquet"},
     deps=[raw_images],
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=after_new_batches(),
     description="Every fetched image with its scores and verdict: decodable, large enough, not a duplicate, "
     "exactly one person, a large enough face, good enough quality. Rejected rows keep their reasons.",
 )
@@ -39,15 +41,16 @@ def filtered_pool(context: dg.AssetExecutionContext, flywheel: FlywheelResource)
     rejected = [r for r in rows if r["verdict"] != "keep"][:n]
     sheet = contact_sheet([decode_rgb(store.get(r["sha256"])) for r in kept + rejected],
                           ["keep"] * len(kept) + [",".join(r["reasons"]) for r in rejected])
-    return dg.MaterializeResult(metadata={
-        "records": dg.MetadataValue.int(len(rows)),
+    # the kept set and every verdict: a re-filter that changes neither leaves the flywheel alone
+    return dg.MaterializeResult(data_version=content_version(rows, ("record_id", "sha256", "verdict")), metadata={
+        ROW_COUNT: dg.MetadataValue.int(len(rows)),
         "kept": dg.MetadataValue.int(verdicts.get("keep", 0)),
         "rejected": dg.MetadataValue.int(verdicts.get("reject", 0)),
         "errors": dg.MetadataValue.int(verdicts.get("error", 0)),
         "analysed_this_run": dg.MetadataValue.int(run.analysed),
         "reused_analyses": dg.MetadataValue.int(run.reused),
         "analysis_images_per_second": dg.MetadataValue.float(round(run.analysed / run.analysis_seconds, 1) if run.analysis_seconds else 0.0),
-        "reasons": dg.MetadataValue.md(markdown_table(reasons.most_common(), ["reason", "records"])),
+        "reasons": table(reasons.most_common(), [("reason", "string"), ("records", "int")]),
         "backends_off": dg.MetadataValue.md("\n".join(f"- {n}" for n in run.notes) or "none"),
         "manifest": dg.MetadataValue.path(str(result.manifest)),
         "preview": dg.MetadataValue.md(markdown_image(sheet, "kept, then rejected with reasons")),

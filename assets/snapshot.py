@@ -4,7 +4,8 @@ import dagster as dg
 
 from assets.annotation import annotated_pool
 from assets.checks import suite_result
-from flywheel.preview import markdown_table
+from assets.conditions import on_new_data
+from assets.metadata import ROW_COUNT, table
 from flywheel.stages import publish_snapshot, snapshot_registry
 from flywheel.validation.snapshot import validate_snapshot
 from orchestration.resources import FlywheelResource
@@ -15,6 +16,7 @@ from orchestration.resources import FlywheelResource
     kinds={"dvc", "parquet"},
     deps=[annotated_pool],
     pool="dvc",  # DVC holds a repository lock: one publication at a time
+    automation_condition=on_new_data(),  # new annotations that passed their suite
     description="CosmicMan-HQ: webdataset shards + Parquet manifests + dataset card, published as the next version "
     "of the DVC data registry (git tag cosmicman-hq-v<N>) when the filtered pool, annotation and snapshot suites pass.",
 )
@@ -23,11 +25,12 @@ def cosmicman_hq_snapshot(context: dg.AssetExecutionContext, flywheel: FlywheelR
     pub, stats = result.publication, result.stats
     if not pub.new:
         context.log.info(f"inputs equal {pub.tag}; nothing new published")
-    table = markdown_table([(k, stats[k]) for k in ("images", "shards", "mean_height", "mean_width", "categories",
-                                                    "attributes", "mean_quality", "mean_face_quality")], ["statistic", "value"])
+    rows = [(k, float(stats[k])) for k in ("images", "shards", "mean_height", "mean_width", "categories", "attributes",
+                                           "mean_quality", "mean_face_quality")]
     return dg.MaterializeResult(
         data_version=dg.DataVersion(pub.data_hash),
         metadata={
+            ROW_COUNT: dg.MetadataValue.int(int(stats["images"])),
             "version": dg.MetadataValue.int(pub.version),
             "tag": dg.MetadataValue.text(pub.tag),
             "data_hash": dg.MetadataValue.text(pub.data_hash),
@@ -35,7 +38,7 @@ def cosmicman_hq_snapshot(context: dg.AssetExecutionContext, flywheel: FlywheelR
             "files_uploaded": dg.MetadataValue.int(pub.uploaded),
             "splits": dg.MetadataValue.json(stats["split_counts"]),
             "person_types": dg.MetadataValue.json(stats["person_types"]),
-            "stats": dg.MetadataValue.md(table),
+            "stats": table(rows, [("statistic", "string"), ("value", "float")]),
             "card": dg.MetadataValue.path(str(result.card)),
             "registry": dg.MetadataValue.path(str(snapshot_registry(flywheel.settings).path)),
             "get_command": dg.MetadataValue.text(f"dvc get {snapshot_registry(flywheel.settings).path} "

@@ -5,8 +5,9 @@ from collections import Counter
 
 import dagster as dg
 
+from assets.metadata import ROW_COUNT, content_version, table
 from assets.partitions import parse_batch_key, source_batches
-from flywheel.preview import contact_sheet, decode_rgb, markdown_image, markdown_table
+from flywheel.preview import contact_sheet, decode_rgb, markdown_image
 from flywheel.stages import source_batch
 from orchestration.resources import FlywheelResource
 
@@ -38,17 +39,18 @@ def raw_images(context: dg.AssetExecutionContext, flywheel: FlywheelResource) ->
         labels.append(truth.get("defect") or ("clean" if "defect" in truth else r["item"][-18:]))
     metadata = {
         "source": dg.MetadataValue.text(source),
-        "records": dg.MetadataValue.int(len(rows)),
+        ROW_COUNT: dg.MetadataValue.int(len(rows)),
         "fetched": dg.MetadataValue.int(status.get("ok", 0)),
         "failed": dg.MetadataValue.int(len(rows) - status.get("ok", 0)),
         "bytes": dg.MetadataValue.int(sum(r["n_bytes"] or 0 for r in rows)),
         "images_per_second": dg.MetadataValue.float(round(result.rows_per_second, 1)),
         "manifest": dg.MetadataValue.path(str(result.manifest)),
-        "status": dg.MetadataValue.md(markdown_table(sorted(status.items()), ["status", "records"])),
+        "status": table(sorted(status.items()), [("status", "string"), ("records", "int")]),
     }
     if reasons:
-        metadata["failure_reasons"] = dg.MetadataValue.md(markdown_table(reasons.most_common(20), ["reason", "records"]))
+        metadata["failure_reasons"] = table(reasons.most_common(20), [("reason", "string"), ("records", "int")])
     if shown:
         sheet = contact_sheet([decode_rgb(store.get(r["sha256"])) for r in shown], labels)
         metadata["preview"] = dg.MetadataValue.md(markdown_image(sheet, "raw images"))
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata,
+                                data_version=content_version(rows, ("record_id", "status", "sha256")))

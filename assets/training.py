@@ -3,12 +3,18 @@
 
 import dagster as dg
 
+from assets.conditions import on_new_data
 from assets.snapshot import cosmicman_hq_snapshot
 from flywheel.preview import decode_rgb, markdown_image
 from orchestration.resources import FlywheelResource
 from training.stages import activation_sweep, train_dual_prior, train_variant
 
 ACCELERATOR_POOL = "accelerator"  # a pool of one (infra/dagster): two trainings never share the device
+
+
+def model_version(run) -> dg.DataVersion:
+    """A training's output is a registered model version: that is its data version."""
+    return dg.DataVersion(f"{run.model_name}/{run.model_version}")
 
 
 def _metadata(settings, run) -> dict:
@@ -26,12 +32,12 @@ def _metadata(settings, run) -> dict:
 
 def _training_asset(name: str, beta: float | None, description: str):
     @dg.asset(name=name, group_name="training", kinds={"pytorch", "mlflow"}, deps=[cosmicman_hq_snapshot],
-              pool=ACCELERATOR_POOL, automation_condition=dg.AutomationCondition.eager(), description=description)
+              pool=ACCELERATOR_POOL, automation_condition=on_new_data(), description=description)
     def _asset(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
         settings = flywheel.settings
         run = train_variant(settings, name.removesuffix("_checkpoint").replace("_", "-"), beta=beta,
                             tags={"dagster.run_id": context.run_id})
-        return dg.MaterializeResult(metadata=_metadata(settings, run))
+        return dg.MaterializeResult(metadata=_metadata(settings, run), data_version=model_version(run))
 
     return _asset
 
@@ -56,7 +62,8 @@ def activation_sweep_checkpoints(context: dg.AssetExecutionContext, flywheel: Fl
 
 @dg.asset(group_name="training", kinds={"pytorch", "mlflow"}, pool=ACCELERATOR_POOL,
           # the plain fine-tune is the pretrained denoiser it adapts when dual_prior.base_variant names it
-          deps=[cosmicman_hq_snapshot, plain_finetune_checkpoint], automation_condition=dg.AutomationCondition.eager(),
+          deps=[cosmicman_hq_snapshot, plain_finetune_checkpoint],
+          automation_condition=on_new_data(same_run_as=("plain_finetune_checkpoint",)),
           description="Dual-level prior: stage 1 binds human tokens and the <sds> pose token to person and skeleton masks, "
           "stage 2 rectifies their maps against WGAN-GP critics; LoRA + token embedding registered in MLflow.")
 def adversarial_checkpoint(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
@@ -68,4 +75,4 @@ def adversarial_checkpoint(context: dg.AssetExecutionContext, flywheel: Flywheel
             "model": dg.MetadataValue.text(f"{run.model_name} version {run.model_version}"),
             "model_version": dg.MetadataValue.int(int(run.model_version))}
     meta.update({k: dg.MetadataValue.float(float(v)) for k, v in run.metrics.items()})
-    return dg.MaterializeResult(metadata=meta)
+    return dg.MaterializeResult(metadata=meta, data_version=model_version(run))

@@ -41,6 +41,8 @@ class SyntheticSourceSettings(SyntheticConfig):
     type: Literal["synthetic"] = "synthetic"
     name: str = "synthetic"
     count: int = Field(2000, ge=0, description="samples rendered per refresh batch")
+    total: int | None = Field(None, ge=0, description="samples the source holds in all, like a finite web crawl or "
+                              "dataset (None: endless); a refresh past it brings nothing new")
 
 
 ExternalSource = Annotated[Union[FolderSourceSettings, UrlParquetSourceSettings, WebApiSourceSettings], Field(discriminator="type")]
@@ -57,6 +59,7 @@ class Settings(BaseSettings):
     sources: list[ExternalSource] = Field(default_factory=list, description="sources besides the synthetic one")
     filter: FilterSettings = Field(default_factory=FilterSettings)
     min_pool_size: int = Field(1000, ge=0, description="the sensor starts a refresh when fewer images are kept")
+    refresh_cron: str = Field("0 3 * * 1", description="the source-refresh schedule (UTC); read when the code location loads")
     annotation: AnnotationSettings = Field(default_factory=AnnotationSettings)
     labelling_backend: Literal["oracle", "label_studio"] = Field("oracle", description="who answers label requests")
     label_studio_url: str = "http://127.0.0.1:8080"

@@ -78,8 +78,11 @@ def source_batch(settings: Settings, source: str, batch: str, workers: int | Non
     if cfg.type == "synthetic":
         if start is None:  # batches render consecutive index ranges
             start = len({r["item"] for r in previous})
+        count = cfg.count if count is None else count
+        if cfg.total is not None:  # a finite source: nothing past its end
+            count = max(0, min(count, cfg.total - start))
         table = ingest_synthetic(cfg, load_protocol(settings.protocol_path), store, source=cfg.name, batch=batch,
-                                 start=start, count=cfg.count if count is None else count,
+                                 start=start, count=count,
                                  workers=workers or min(2, os.cpu_count() or 1), progress=progress).table
     elif isinstance(cfg, FolderSourceSettings):
         table = RAW_RECORDS.table(ingest_folder(cfg, store, batch, previous, progress))

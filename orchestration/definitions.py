@@ -5,13 +5,19 @@ import dagster as dg
 from assets import annotation, evaluation, filtering, snapshot, sourcing, training
 from orchestration.resources import FlywheelResource
 from orchestration.schedules import raw_refresh_job, weekly_source_refresh
-from orchestration.sensors import annotation_job, next_annotation_iteration, pool_below_lower_bound
+from orchestration.sensors import (
+    annotated_pool_job,
+    annotation_job,
+    automation,
+    next_annotation_iteration,
+    pool_below_lower_bound,
+)
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([sourcing, filtering, annotation, snapshot, training, evaluation]),
     asset_checks=dg.load_asset_checks_from_modules([filtering, annotation, snapshot]),
-    jobs=[raw_refresh_job, annotation_job],
+    jobs=[raw_refresh_job, annotation_job, annotated_pool_job],
     schedules=[weekly_source_refresh],
-    sensors=[pool_below_lower_bound, next_annotation_iteration, dg.AutomationConditionSensorDefinition("flywheel_automation", target="*")],
+    sensors=[pool_below_lower_bound, next_annotation_iteration, automation],
     resources={"flywheel": FlywheelResource()},
 )

@@ -9,7 +9,12 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from assets.partitions import annotation_iterations, batch_key, iteration_key, source_batches
+from assets.partitions import (
+    annotation_iterations,
+    batch_key,
+    iteration_key,
+    source_batches,
+)
 from flywheel.settings import Settings, load_settings
 
 

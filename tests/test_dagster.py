@@ -68,7 +68,7 @@ def test_refresh_materializes_from_the_dagster_cli(workspace, instance):
     inst2 = dg.DagsterInstance.from_config(str(home))
     event = inst2.get_latest_materialization_event(dg.AssetKey("raw_images"))
     meta = event.asset_materialization.metadata
-    assert meta["records"].value == 16 and event.asset_materialization.partition == key
+    assert meta["dagster/row_count"].value == 16 and event.asset_materialization.partition == key
     assert meta["preview"].value.startswith("![raw images](data:image/png;base64,")
     pool_meta = inst2.get_latest_materialization_event(dg.AssetKey("filtered_pool")).asset_materialization.metadata
     assert pool_meta["kept"].value + pool_meta["rejected"].value + pool_meta["errors"].value == 16
@@ -117,32 +117,43 @@ def test_sensor_refreshes_only_when_the_pool_is_low_and_once_per_reading(workspa
     assert isinstance(enough, dg.SkipReason) and "lower bound" in enough.skip_message
 
 
-def test_annotation_sensor_turns_the_flywheel_until_it_stops(workspace, instance):
+def test_annotation_sensor_turns_the_flywheel_with_the_data(workspace, instance):
+    """Iterations until they stop, then the annotated pool once; a pool with new content (its data
+    version moved) starts one more iteration, a re-filter with the same content does nothing."""
     inst, _ = instance
+    from assets.annotation import POOL_VERSION
     from orchestration.sensors import next_annotation_iteration
 
-    def tick(cursor=None):
-        ctx = dg.build_sensor_context(instance=inst, cursor=cursor)
-        return next_annotation_iteration(ctx), ctx.cursor
+    def tick():
+        return next_annotation_iteration(dg.build_sensor_context(instance=inst))
 
-    result, _ = tick()
+    def pool(version: str) -> None:
+        inst.report_runless_asset_event(dg.AssetMaterialization("filtered_pool", metadata={"kept": 5},
+                                                                tags={"dagster/data_version": version}))
+
+    def iteration(key: str, stop: str, status: str = "done", seen: str = "v1") -> None:
+        inst.report_runless_asset_event(dg.AssetMaterialization(
+            "annotation_iteration", partition=key, metadata={"stop_reason": stop, "status": status, POOL_VERSION: seen}))
+
+    result = tick()
     assert isinstance(result, dg.SkipReason) and "no filtered pool" in result.skip_message
-    inst.report_runless_asset_event(dg.AssetMaterialization("filtered_pool", metadata={"kept": 5}))
-    start, _ = tick()
-    assert [r.partition_key for r in start.run_requests] == ["iter-0000"]
-
-    def iteration(key: str, stop: str) -> None:
-        inst.report_runless_asset_event(dg.AssetMaterialization("annotation_iteration", partition=key,
-                                                                metadata={"stop_reason": stop, "status": "done"}))
-
+    pool("v1")
+    assert [r.partition_key for r in tick().run_requests] == ["iter-0000"]
     iteration("iter-0000", "continue")
-    nxt, cursor = tick()
+    nxt = tick()
     assert [r.partition_key for r in nxt.run_requests] == ["iter-0001"]
-    assert "already acted" in tick(cursor)[0].skip_message
-    inst.report_runless_asset_event(dg.AssetMaterialization("annotation_iteration", partition="iter-0001",
-                                                            metadata={"stop_reason": "continue", "status": "waiting"}))
-    poll, cursor = tick(cursor)
-    assert isinstance(poll, dg.RunRequest) and poll.partition_key == "iter-0001"
+    assert nxt.dynamic_partitions_requests[0].partition_keys == ["iter-0001"]
+    iteration("iter-0001", "continue", status="waiting")
+    poll = tick()
+    assert isinstance(poll, dg.RunRequest) and poll.partition_key == "iter-0001" and "poll" in poll.run_key
     iteration("iter-0001", "every category meets the target")
-    stopped, _ = tick(cursor)
-    assert isinstance(stopped, dg.SkipReason) and "every category meets the target" in stopped.skip_message
+    annotate = tick()
+    assert isinstance(annotate, dg.RunRequest) and annotate.job_name == "annotated_pool_job"
+    assert tick().run_key == annotate.run_key  # the same reading asks for the same run (the daemon runs it once)
+    inst.report_runless_asset_event(dg.AssetMaterialization("annotated_pool"))
+    done = tick()
+    assert isinstance(done, dg.SkipReason) and "every category meets the target" in done.skip_message
+    pool("v1")  # a refresh that kept nothing new
+    assert isinstance(tick(), dg.SkipReason)
+    pool("v2")  # new images kept: the flywheel turns once more
+    assert [r.partition_key for r in tick().run_requests] == ["iter-0002"]
