@@ -10,7 +10,6 @@ from flywheel.filters.chain import FilterSettings
 from flywheel.manifests import FILTERED_POOL
 from flywheel.validation.suites import ValidationSummary, run_suite
 
-KEEP = 'verdict=="keep"'
 
 
 def validate_filtered_pool(table: pa.Table, settings: FilterSettings, docs_dir: Path | None = None) -> ValidationSummary:
@@ -18,13 +17,15 @@ def validate_filtered_pool(table: pa.Table, settings: FilterSettings, docs_dir: 
     df["n_reasons"] = df["reasons"].map(lambda r: 0 if r is None else len(r))
 
     def build(E):
-        kept = {"row_condition": KEEP, "condition_parser": "pandas"}
+        from great_expectations.expectations.row_conditions import Column  # GX 1.9+: conditions as objects
+
+        kept = {"row_condition": Column("verdict") == "keep"}
         out = [E.ExpectTableColumnsToMatchSet(column_set=list(FILTERED_POOL.schema.names) + ["n_reasons"], exact_match=True),
                E.ExpectColumnValuesToNotBeNull(column="record_id"),
                E.ExpectColumnValuesToBeUnique(column="record_id"),
                E.ExpectColumnValuesToBeInSet(column="verdict", value_set=["keep", "reject", "error"]),
                E.ExpectColumnValuesToBeBetween(column="n_reasons", max_value=0, **kept),
-               E.ExpectColumnValuesToBeBetween(column="n_reasons", min_value=1, row_condition='verdict!="keep"', condition_parser="pandas"),
+               E.ExpectColumnValuesToBeBetween(column="n_reasons", min_value=1, row_condition=Column("verdict") != "keep"),
                E.ExpectColumnValuesToBeUnique(column="sha256", **kept),
                E.ExpectColumnValuesToBeBetween(column="n_persons", min_value=1, max_value=1, **kept),
                E.ExpectColumnValuesToBeBetween(column="face_size", min_value=settings.min_face, **kept),
