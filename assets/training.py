@@ -23,6 +23,7 @@ def _metadata(settings, run) -> dict:
         "mlflow_run_id": dg.MetadataValue.text(run.run_id),
         "model": dg.MetadataValue.text(f"{run.model_name} version {run.model_version}"),
         "model_version": dg.MetadataValue.int(int(run.model_version)),
+        "model_version_page": dg.MetadataValue.url(settings.tracking.model_version_url(run.model_name, run.model_version)),
         "snapshot_tag": dg.MetadataValue.text(run.snapshot_tag or "untagged"),
         "samples": dg.MetadataValue.md(markdown_image(decode_rgb(run.grid_png, max_side=512), "validation samples")),
     }
@@ -73,6 +74,7 @@ def adversarial_checkpoint(context: dg.AssetExecutionContext, flywheel: Flywheel
             "mlflow_run_id": dg.MetadataValue.text(run.run_id),
             "stage_runs": dg.MetadataValue.json(run.stage_run_ids),
             "model": dg.MetadataValue.text(f"{run.model_name} version {run.model_version}"),
-            "model_version": dg.MetadataValue.int(int(run.model_version))}
+            "model_version": dg.MetadataValue.int(int(run.model_version)),
+            "model_version_page": dg.MetadataValue.url(settings.tracking.model_version_url(run.model_name, run.model_version))}
     meta.update({k: dg.MetadataValue.float(float(v)) for k, v in run.metrics.items()})
     return dg.MaterializeResult(metadata=meta, data_version=model_version(run))

@@ -24,6 +24,7 @@ class ModelUnderTest:
     registered_model: str | None = None
     version: str | None = None
     run_id: str | None = None
+    model_id: str | None = None  # the version's MLflow 3 logged model
 
     @property
     def key(self) -> str:
@@ -64,9 +65,10 @@ def trained_versions(client, registered_models: Iterable[str], snapshot_tag: str
             if snapshot_tag and mv.tags.get("snapshot.tag") != snapshot_tag:
                 continue
             run = client.get_run(mv.run_id) if mv.run_id else None
-            label = (run.data.tags.get("cosmicman.variant") if run else None) or name.removeprefix("cosmicman-")
+            label = mv.tags.get("variant") or (run.data.tags.get("cosmicman.variant") if run else None) \
+                or name.removeprefix("cosmicman-")
             known = newest.get(label)
             if known is None or int(mv.version) > int(known.version):
                 newest[label] = ModelUnderTest(label, lambda n=name, v=mv.version: load_registered(n, v, cache),
-                                               name, str(mv.version), mv.run_id)
+                                               name, str(mv.version), mv.run_id, getattr(mv, "model_id", None) or mv.tags.get("model_id"))
     return sorted(newest.values(), key=lambda m: m.label)

@@ -160,7 +160,7 @@ def render_html(data: dict, evaluations: list[ModelEvaluation], highlight: str |
         grid = ['<p class="nc" id="grids">no image grid: the prompt set is empty</p>']
     attention = "".join(f"<h3>{html.escape(e.label)}</h3>" + (_img(e.attention_png, "att", f"{e.label} attention")
                         if e.attention_png else '<p class="nc">not computed</p>') for e in evaluations)
-    champions = "".join(f"<li><b>{html.escape(c['registered_model'])}</b>: {html.escape(c['reason'])}</li>" for c in data["champions"])
+    champions = "".join(f"<li><b>{html.escape(c['registered_model'])}@{html.escape(c.get('alias', 'champion'))}</b>: {html.escape(c['reason'])}</li>" for c in data["champions"])
     skipped = [f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in data["skipped"].items()]
     for m in data["models"]:
         skipped += [f"<li>{html.escape(m['label'])} · {html.escape(k)}: {html.escape(v)}</li>" for k, v in m["skipped"].items()]

@@ -139,11 +139,12 @@ def evaluate_cached(model, ctx, results: Path, identity: dict, base_dir: Path):
 def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_version: int | None = None) -> EvaluationResult:
     import mlflow
 
-    from evaluation.champion import decide_champion
+    from evaluation.champion import ALIAS, decide_champion, variant_alias
     from evaluation.models import base_model, trained_versions
     from evaluation.prompts import prompt_set
     from evaluation.report import render_html, report_json
     from evaluation.run import EvalContext
+    from flywheel.mlflow_dataset import snapshot_dataset
     from flywheel.tracking import flatten, mlflow_run
     from training.stages import base_model_dir, training_snapshot
 
@@ -171,7 +172,7 @@ def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_ve
         ctx.skipped["semantic_accuracy"] = truth_note
     mlflow.set_tracking_uri(settings.tracking.tracking_uri)
     client = mlflow.MlflowClient()
-    registered = [settings.training.registered_model, settings.training.dual_prior.registered_model]
+    registered = sorted({settings.training.registered_model, settings.training.dual_prior.registered_model})
     models = [base_model(base_model_dir(settings))] + trained_versions(client, registered, snapshot.tag, root / "models")
 
     identity = ctx.identity()
@@ -185,10 +186,13 @@ def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_ve
     evaluations = [evaluate_cached(model, ctx, root / "results", identity, base_model_dir(settings)) for model in models]
 
     champions = []
-    for name in registered:
-        candidates = {e.version: e.metrics for e in evaluations if e.registered_model == name}
-        if candidates:
-            champions.append(asdict(decide_champion(client, name, candidates, s.champion_metric, s.champion_greater_is_better)))
+    for name in registered:  # the best version overall, then the best of each variant
+        mine = [e for e in evaluations if e.registered_model == name and e.version]
+        groups = [(ALIAS, mine)] + [(variant_alias(v), [e for e in mine if e.label == v]) for v in sorted({e.label for e in mine})]
+        for alias, group in groups:
+            if group:
+                champions.append(asdict(decide_champion(client, name, {e.version: e.metrics for e in group},
+                                                        s.champion_metric, s.champion_greater_is_better, alias=alias)))
     data = report_json({"version": snapshot.version, "tag": snapshot.tag, "data_hash": snapshot.data_hash}, evaluations,
                        judge_info, annotator_info, champions, ctx.skipped, [{"key": p.key, "caption": p.caption, "questions": p.questions}
                                                             for p in prompts], s.model_dump(mode="json"))
@@ -198,16 +202,22 @@ def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_ve
     _write(report_json_path, json.dumps(data, indent=1, default=str))
     _write(report_html_path, render_html(data, evaluations, None, s.grid_prompts))
     version_reports = {}
+    model_ids = {m.key: m.model_id for m in models}
+    dataset = snapshot_dataset(snapshot)
     for e in evaluations:
-        if e.run_id:
+        if e.run_id:  # on the version's own run, linked to its logged model and to the snapshot evaluated on
             now = int(time.time() * 1000)
-            client.log_batch(e.run_id, metrics=[mlflow.entities.Metric(f"eval.{k}", v, now, 0) for k, v in e.metrics.items()])
+            client.log_batch(e.run_id, metrics=[mlflow.entities.Metric(
+                f"eval.{k}", v, now, 0, model_id=model_ids.get(e.key), dataset_name=dataset.name,
+                dataset_digest=dataset.digest) for k, v in e.metrics.items()])
             path = out / f"report-{e.key}.html"
             _write(path, render_html(data, evaluations, e.key, s.grid_prompts))
             client.log_artifact(e.run_id, str(path), "evaluation")
             version_reports[e.key] = path
     run_tags = {"cosmicman.stage": "evaluation", **snapshot.tracking_tags(), **(tags or {})}
-    with mlflow_run(settings.tracking, f"{settings.tracking.experiment_prefix}-evaluation", f"evaluation-{tag}", tags=run_tags) as run:
+    with mlflow_run(settings.tracking, f"{settings.tracking.experiment_prefix}-evaluation", f"evaluation-{tag}",
+                    tags=settings.tracking.dagster_run_tags(run_tags)) as run:
+        mlflow.log_input(dataset, context="evaluation")
         mlflow.log_params(flatten(s.model_dump(mode="json"), "evaluation."))
         base = next(e for e in evaluations if e.label == "base")
         mlflow.log_metrics({f"base.{k}": v for k, v in base.metrics.items()})
@@ -216,5 +226,5 @@ def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_ve
             mlflow.log_metrics({f"{prefix}.{m}.{k}": v for m, d in info["calibration"].items() for k, v in d.items()})
         mlflow.log_artifact(str(report_html_path), "evaluation")
         mlflow.log_artifact(str(report_json_path), "evaluation")
-        mlflow.set_tags({f"champion.{c['registered_model']}": c["reason"] for c in champions})
+        mlflow.set_tags({f"{c['registered_model']}/{c['alias']}": c["reason"] for c in champions})
     return EvaluationResult(report_html_path, report_json_path, run.info.run_id, run.info.experiment_id, data, version_reports)

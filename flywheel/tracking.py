@@ -25,9 +25,22 @@ class TrackingSettings(BaseModel):
     experiment_prefix: str = "cosmicman"
     ui_url: str = Field("http://127.0.0.1:5000", description="the MLflow UI, for links in asset metadata (`make mlflow-ui`)")
 
+    dagster_url: str = Field("http://127.0.0.1:3000", description="the Dagster UI, for links on MLflow runs (`make ui`)")
+
     def run_url(self, experiment_id: str, run_id: str) -> str:
         """A run's page in the MLflow UI."""
         return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def model_version_url(self, name: str, version: str) -> str:
+        """A registered model version's page in the MLflow UI."""
+        return f"{self.ui_url.rstrip('/')}/#/models/{name}/versions/{version}"
+
+    def dagster_run_tags(self, tags: Mapping[str, str] | None) -> dict[str, str]:
+        """``tags`` plus a link back to the Dagster run, when they name one (``dagster.run_id``)."""
+        out = dict(tags or {})
+        if out.get("dagster.run_id"):
+            out["dagster.run_url"] = f"{self.dagster_url.rstrip('/')}/runs/{out['dagster.run_id']}"
+        return out
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -46,7 +59,7 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 @contextlib.contextmanager
 def mlflow_run(tracking: TrackingSettings, experiment: str, run_name: str, tags: Mapping[str, str] | None = None,
-               nested: bool = False) -> Iterator[Any]:
+               nested: bool = False, system_metrics: bool = False) -> Iterator[Any]:
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -56,5 +69,5 @@ def mlflow_run(tracking: TrackingSettings, experiment: str, run_name: str, tags:
         # a database store would otherwise put artifacts in ./mlruns of whatever directory runs this
         mlflow.create_experiment(experiment, artifact_location=tracking.artifact_root)
     mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name, tags=dict(tags or {}), nested=nested) as run:
+    with mlflow.start_run(run_name=run_name, tags=dict(tags or {}), nested=nested, log_system_metrics=system_metrics) as run:
         yield run

@@ -193,6 +193,7 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
     assert result.success
     meta = result.asset_materializations_for_node("cosmicman_hq_snapshot")[0].metadata
     assert meta["tag"].value == "cosmicman-hq-v1" and meta["new_version"].value
+    meta_snapshot = meta
     assert all(c.passed for c in result.get_asset_check_evaluations())
     snap = stages.snapshot_registry(settings)
     assert snap.versions() == [1] and meta["data_hash"].value == snap.data_hash("cosmicman-hq-v1")
@@ -268,10 +269,37 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
     daring_run = client.get_run(trained.run_id)
     assert daring_run.data.metrics["eval.acc_all"] == pytest.approx(labels["daring"]["metrics"]["acc_all"])
     assert "evaluation" in {a.path for a in client.list_artifacts(trained.run_id)}
-    champion = client.get_model_version_by_alias(trained.model_name, "champion")
-    assert str(champion.version) in {trained.model_version, plain.model_version} and champion.tags["champion.reason"]
-    decision = next(c for c in data["champions"] if c["registered_model"] == trained.model_name)
+    # compared as a user would: one registered model, one version per variant on this snapshot, each
+    # with its evaluation metrics on its logged model and the snapshot as dataset input
+    assert trained.model_name == plain.model_name == dual.model_name == "cosmicman"
+    versions = client.search_model_versions("name='cosmicman' and tags.`snapshot.tag` = 'cosmicman-hq-v1'")
+    by_variant = {v.tags["variant"]: v for v in versions}
+    assert set(by_variant) == {"daring", "plain-finetune", "dual-prior"}
+    data_hash = meta_snapshot["data_hash"].value
+    for variant, v in by_variant.items():
+        logged = client.get_logged_model(v.tags["model_id"])
+        evals = {m.key: m for m in logged.metrics or [] if m.key.startswith("eval.")}
+        assert evals["eval.acc_all"].value == pytest.approx(labels[variant]["metrics"]["acc_all"])
+        assert {m.dataset_name for m in evals.values()} == {"cosmicman-hq-v1"}
+        assert {m.dataset_digest for m in evals.values()} == {data_hash[:36]}
+        (dataset_input,) = client.get_run(v.run_id).inputs.dataset_inputs
+        assert dataset_input.dataset.digest == data_hash[:36] and '"rev": "cosmicman-hq-v1"' in dataset_input.dataset.source
+        assert logged.source_run_id == v.run_id
+    experiments = sorted({client.get_run(v.run_id).info.experiment_id for v in by_variant.values()})
+    found = mlflow.search_logged_models(experiment_ids=experiments, filter_string="metrics.`eval.acc_all` >= 0",
+                                        output_format="list")
+    assert {m.model_id for m in found} >= {v.tags["model_id"] for v in by_variant.values()}
+    # champion: the best variant by the configured metric; champion-<variant>: each variant's best
+    metric = settings.evaluation.champion_metric
+    best = max(by_variant, key=lambda k: labels[k]["metrics"].get(metric, float("-inf")))
+    champion = client.get_model_version_by_alias("cosmicman", "champion")
+    assert champion.version == by_variant[best].version and champion.tags["champion.reason"]
+    for variant, v in by_variant.items():
+        assert client.get_model_version_by_alias("cosmicman", f"champion-{variant}").version == v.version
+    decision = next(c for c in data["champions"] if c["alias"] == "champion")
     assert decision["moved"] and decision["champion"] == str(champion.version)
+    signature = mlflow.models.get_model_info(f"models:/cosmicman/{trained.model_version}").signature
+    assert [c.name for c in signature.inputs.inputs] == ["prompt", "seed"] and signature.params.params[0].name == "steps"
 
     # the page is self-contained and renders in headless Chromium with its table and grids
     from tests.browser import render

@@ -35,3 +35,37 @@ class DualPriorPipelineModel(DiffusionPipelineModel):
         from training.dual_prior.trainer import load_with_prior
 
         self.base = load_with_prior(context.artifacts["base"], context.artifacts["prior"])
+
+
+def signature():
+    """What ``predict`` takes and returns: prompts (and optional seeds) in, PNG bytes out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec("string", "prompt"), ColSpec("long", "seed", required=False)]),
+                          outputs=Schema([ColSpec("binary")]), params=ParamSchema([ParamSpec("steps", "long", 25)]))
+
+
+def pip_requirements(*extra: str) -> list[str]:
+    """The serving environment, pinned to the versions this model was trained with."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("torch", "diffusers", "transformers", "safetensors", *extra)]
+
+
+def log_and_register(python_model, artifacts: dict[str, str], registered_model: str, variant: str, version_tags: dict,
+                     extra_requirements: tuple[str, ...] = ()):
+    """Log the pipeline as this run's MLflow 3 logged model (signature, pinned requirements) and
+    register it as a new version of ``registered_model`` tagged with its ``variant``; returns
+    (model version, logged model id)."""
+    import mlflow
+
+    info = mlflow.pyfunc.log_model(name="pipeline", python_model=python_model, artifacts=artifacts,
+                                   signature=signature(), pip_requirements=pip_requirements(*extra_requirements),
+                                   registered_model_name=registered_model, tags={"variant": variant})
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    # the version's link to its logged model (the SQL store leaves ModelVersion.model_id empty)
+    for k, v in {"variant": variant, "model_id": info.model_id, **version_tags}.items():
+        client.set_model_version_tag(registered_model, version, k, str(v))
+    return version, info.model_id

@@ -35,6 +35,7 @@ class TrainingRun:
     output_dir: Path
     snapshot_tag: str | None
     history: list = None  # (step, StepLosses) every log_every steps
+    model_id: str | None = None  # the MLflow 3 logged model
 
 
 def git_commit() -> str:
@@ -90,8 +91,13 @@ def run_training(profile: TrainingProfile, snapshot, protocol, base_dir: Path, o
     s = profile.train
     train_samples = list(snapshot.samples("train"))
     held_out = list(snapshot.samples("test", limit=profile.eval_samples))
-    run_tags = {"cosmicman.stage": "training", "git.commit": git_commit(), **snapshot.tracking_tags(), **(tags or {})}
-    with mlflow_run(tracking, experiment, run_name, tags=run_tags, nested=nested) as run:
+    run_tags = tracking.dagster_run_tags({"cosmicman.stage": "training", "git.commit": git_commit(),
+                                          **snapshot.tracking_tags(), **(tags or {})})
+    variant = run_tags.get("cosmicman.variant", run_name)
+    with mlflow_run(tracking, experiment, run_name, tags=run_tags, nested=nested, system_metrics=True) as run:
+        from flywheel.mlflow_dataset import snapshot_dataset
+
+        mlflow.log_input(snapshot_dataset(snapshot), context="training")
         mlflow.log_params(flatten({"base_model": str(base_dir), "train_images": len(train_samples),
                                    "held_out_images": len(held_out), **flatten(s.model_dump(mode="json"), "train.")}))
         t0 = time.perf_counter()
@@ -126,18 +132,13 @@ def run_training(profile: TrainingProfile, snapshot, protocol, base_dir: Path, o
             iou = attention_iou(trained, trained.unet, eval_ds, s.attention_levels, s.attention_layers)
             metrics.update({f"attention_{k}": v for k, v in iou.items() if k != "groups"})
         mlflow.log_metrics(metrics)
-        from training.mlflow_model import DiffusionPipelineModel
+        from training.mlflow_model import DiffusionPipelineModel, log_and_register
 
-        info = mlflow.pyfunc.log_model(name="pipeline", python_model=DiffusionPipelineModel(),
-                                       artifacts={"pipeline": str(result.unet_dir)},
-                                       pip_requirements=["torch", "diffusers", "transformers"],
-                                       registered_model_name=profile.registered_model)
-        version = str(info.registered_model_version)
-        client = mlflow.MlflowClient()
-        for k, v in {"snapshot.version": str(snapshot.version), "snapshot.tag": snapshot.tag or "untagged",
-                     "snapshot.data_hash": snapshot.data_hash or "unknown", "git.commit": run_tags["git.commit"],
-                     "dagster.run_id": (tags or {}).get("dagster.run_id", "none"), "beta": str(s.beta),
-                     "act_fn": str(trained.unet.config.act_fn)}.items():
-            client.set_model_version_tag(profile.registered_model, version, k, v)
+        version, model_id = log_and_register(
+            DiffusionPipelineModel(), {"pipeline": str(result.unet_dir)}, profile.registered_model, variant,
+            {"snapshot.version": snapshot.version, "snapshot.tag": snapshot.tag or "untagged",
+             "snapshot.data_hash": snapshot.data_hash or "unknown", "git.commit": run_tags["git.commit"],
+             "dagster.run_id": run_tags.get("dagster.run_id", "none"), "beta": s.beta,
+             "act_fn": trained.unet.config.act_fn})
         return TrainingRun(run.info.run_id, run.info.experiment_id, profile.registered_model, version, metrics, png_bytes(grid), output_dir, snapshot.tag,
-                           result.history)
+                           result.history, model_id)

@@ -52,7 +52,9 @@ class TrainingProfile(Model):
                                         "(models/embedded-base, made by pretrain-base)")
     pretrain: PretrainSettings = Field(default_factory=PretrainSettings, description="pretrain-base's recipe")
     snapshot_version: int | None = Field(None, description="CosmicMan-HQ version to train on; default the latest")
-    registered_model: str = "cosmicman-daring"
+    registered_model: str = Field("cosmicman", description="one registered model for every variant (plain "
+                                  "fine-tune, Daring, activation variants, dual prior): each version carries a "
+                                  "`variant` tag; aliases `champion` (best overall) and `champion-<variant>`")
     accelerator_pool: str = Field("accelerator", description="Dagster pool: two trainings never share the accelerator")
     eval_samples: int = Field(32, ge=1, description="held-out samples for the attention-mask IoU")
     validation_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3])
@@ -98,7 +100,7 @@ class DualPriorSettings(Model):
     checkpoints_total_limit: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
     image_log_every: int = Field(200, ge=1)
-    registered_model: str = "cosmicman-dual-prior"
+    registered_model: str = Field("cosmicman", description="the dual prior's versions go beside the other variants'")
     seed: int = 0
     discretize: dict = Field(default_factory=dict)
 

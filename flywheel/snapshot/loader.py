@@ -43,6 +43,7 @@ class Snapshot:
     tag: str | None
     data_hash: str | None
     stats: dict
+    registry: str | None = None  # the DVC data registry it was fetched from
 
     def rows(self, split: str = "train") -> list[dict]:
         if split not in SPLITS:
@@ -100,4 +101,6 @@ def fetch_snapshot(registry_url: str, version: int, cache: Path, dvc: str = "dvc
         shutil.rmtree(out, ignore_errors=True)
         Path(f"{tmp}.version.yaml").replace(f"{out}.version.yaml")
         tmp.rename(out)
-    return open_snapshot(out, tag)
+    snapshot = open_snapshot(out, tag)
+    snapshot.registry = str(registry_url)
+    return snapshot

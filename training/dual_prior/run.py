@@ -61,7 +61,8 @@ def run_dual_prior(profile, snapshot, protocol, base_dir: Path, output_dir: Path
         torch.set_num_threads(profile.threads)
     train_samples = list(snapshot.samples("train"))
     held_out = list(snapshot.samples("test", limit=profile.eval_samples))
-    run_tags = {"cosmicman.stage": "dual_prior", "cosmicman.variant": "dual-prior", "git.commit": git_commit(), **snapshot.tracking_tags(), **(tags or {})}
+    run_tags = tracking.dagster_run_tags({"cosmicman.stage": "dual_prior", "cosmicman.variant": "dual-prior",
+                                          "git.commit": git_commit(), **snapshot.tracking_tags(), **(tags or {})})
 
     def evaluate(model) -> dict[str, float]:
         model.unet.eval()
@@ -71,7 +72,10 @@ def run_dual_prior(profile, snapshot, protocol, base_dir: Path, output_dir: Path
     add_pose_token(base, s.pose_token, s.init_token)
     metrics = {f"base_{k}": v for k, v in evaluate(base).items()}
     stage_runs: dict[str, str] = {}
-    with mlflow_run(tracking, experiment, "dual-prior", tags=run_tags) as parent:
+    with mlflow_run(tracking, experiment, "dual-prior", tags=run_tags, system_metrics=True) as parent:
+        from flywheel.mlflow_dataset import snapshot_dataset
+
+        mlflow.log_input(snapshot_dataset(snapshot), context="training")
         mlflow.log_params(flatten({"base_model": str(base_dir), "train_images": len(train_samples),
                                    **flatten(s.model_dump(mode="json"), "dual_prior.")}))
         prior = None
@@ -92,17 +96,14 @@ def run_dual_prior(profile, snapshot, protocol, base_dir: Path, output_dir: Path
         shutil.rmtree(package, ignore_errors=True)
         shutil.copytree(prior, package / "prior")
         shutil.copytree(base_dir, package / "base")
-        from training.mlflow_model import DualPriorPipelineModel
+        from training.mlflow_model import DualPriorPipelineModel, log_and_register
 
-        info = mlflow.pyfunc.log_model(name="pipeline", python_model=DualPriorPipelineModel(),
-                                       artifacts={"base": str(package / "base"), "prior": str(package / "prior")},
-                                       pip_requirements=["torch", "diffusers", "transformers", "peft"],
-                                       registered_model_name=s.registered_model)
-        version = str(info.registered_model_version)
-        client = mlflow.MlflowClient()
-        for k, v in {"snapshot.tag": snapshot.tag or "untagged", "snapshot.data_hash": snapshot.data_hash or "unknown",
-                     "snapshot.version": str(snapshot.version), "git.commit": run_tags["git.commit"],
-                     "dagster.run_id": (tags or {}).get("dagster.run_id", "none"), "pose_token": s.pose_token}.items():
-            client.set_model_version_tag(s.registered_model, version, k, v)
+        version, _ = log_and_register(
+            DualPriorPipelineModel(), {"base": str(package / "base"), "prior": str(package / "prior")},
+            s.registered_model, "dual-prior",
+            {"snapshot.tag": snapshot.tag or "untagged", "snapshot.data_hash": snapshot.data_hash or "unknown",
+             "snapshot.version": snapshot.version, "git.commit": run_tags["git.commit"],
+             "dagster.run_id": run_tags.get("dagster.run_id", "none"), "pose_token": s.pose_token},
+            extra_requirements=("peft",))
         return DualPriorRun(parent.info.run_id, parent.info.experiment_id, stage_runs, s.registered_model, version, metrics,
                             prior)
