@@ -307,6 +307,20 @@ def train_judge_cmd(
                   f"held-out mean accuracy {means or 'not measured'}")
 
 
+@app.command("serve-images")
+def serve_images_cmd(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8081, help="port; the profile's image_server_url must point here"),
+    profile: Optional[str] = ProfileOpt,
+) -> None:
+    """Serve the content store read-only (GET /images/<sha256>) for Label Studio's pages; Ctrl-C stops it."""
+    from flywheel.stages import serve_images
+
+    settings = _settings(profile)
+    console.print(f"serving {settings.store_url or settings.workspace / 'store'} at http://{host}:{port}/images/<sha256>")
+    serve_images(settings, host, port)
+
+
 @app.command("settings")
 def show_settings(profile: Optional[str] = ProfileOpt) -> None:
     """Print the resolved settings of a profile (after environment overrides)."""

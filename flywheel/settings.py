@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     labelling_backend: Literal["oracle", "label_studio"] = Field("oracle", description="who answers label requests")
     label_studio_url: str = "http://127.0.0.1:8080"
     label_studio_token_env: str = Field("LABEL_STUDIO_API_KEY", description="environment variable holding the API token")
+    image_server_url: str = Field("http://127.0.0.1:8081", description="where Label Studio's pages fetch images "
+                                  "from: `cosmicman serve-images` serves the content store there")
     segformer_dir: Path | None = Field(None, description="local SegFormer checkpoint for parsing; fallback when unset")
     caption_budget: int = Field(77, ge=8, description="tokens (CLIP's context length)")
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)

@@ -12,7 +12,13 @@ from pathlib import Path
 import pyarrow as pa
 
 from flywheel.filters.chain import FilterRun, run_filter
-from flywheel.manifests import FILTERED_POOL, RAW_RECORDS, ManifestError, read_manifest, write_manifest
+from flywheel.manifests import (
+    FILTERED_POOL,
+    RAW_RECORDS,
+    ManifestError,
+    read_manifest,
+    write_manifest,
+)
 from flywheel.protocol import load_protocol
 from flywheel.settings import Settings
 from flywheel.sources.folder import FolderSourceSettings, ingest_folder
@@ -140,6 +146,38 @@ def annotations_path(settings: Settings) -> Path:
     return settings.manifests_dir / "annotations.parquet"
 
 
+def label_studio_labeller(settings: Settings, image_url=None):
+    """The Label Studio backend of this workspace (``image_url`` None: only reading answers back)."""
+    from flywheel.annotation.label_studio import LabelStudioLabeller
+
+    return LabelStudioLabeller(settings.label_studio_url, os.environ.get(settings.label_studio_token_env, ""),
+                               load_protocol(settings.protocol_path), image_url,
+                               annotation_folder(settings) / "label_studio_projects.json")
+
+
+def labelling_pending(settings: Settings, batch: str) -> int | None:
+    """Requests of a labelling batch people have not answered yet (None: not submitted, or the
+    backend answers at once)."""
+    if settings.labelling_backend != "label_studio":
+        return None
+    return label_studio_labeller(settings).pending(batch)
+
+
+def serve_images(settings: Settings, host: str, port: int) -> None:
+    """Serve the content store read-only for labelling tools, until interrupted."""
+    from flywheel.annotation.image_server import ImageServer
+
+    store = ContentStore(settings.store_url)
+
+    def lookup(key: str) -> bytes | None:
+        try:
+            return store.get(key)
+        except KeyError:
+            return None
+
+    ImageServer(lookup, host, port).serve_forever()
+
+
 def annotation_flywheel(settings: Settings):
     """The flywheel over the current filtered pool (kept images), with its parsing provenance."""
     from flywheel.annotation.iterations import AnnotationFlywheel
@@ -157,12 +195,10 @@ def annotation_flywheel(settings: Settings):
                                      crop_size=settings.annotation.annotator.crop_size,
                                      segformer_dir=str(settings.segformer_dir) if settings.segformer_dir else None)
     if settings.labelling_backend == "label_studio":
-        from flywheel.annotation.label_studio import LabelStudioLabeller
+        from flywheel.annotation.image_server import image_url
 
-        store = ContentStore(settings.store_url)
         sha = {img.record_id: img.sha256 for img in images}
-        labeller = LabelStudioLabeller(settings.label_studio_url, os.environ.get(settings.label_studio_token_env, ""), protocol,
-                                       lambda rid: store.get(sha[rid]), folder / "label_studio_projects.json")
+        labeller = label_studio_labeller(settings, lambda rid: image_url(settings.image_server_url, sha[rid]))
     else:
         labeller = OracleLabeller(pool.truth)
     return AnnotationFlywheel(folder, protocol, settings.annotation, pool, labeller), images, notes

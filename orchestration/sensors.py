@@ -10,6 +10,7 @@ from assets.partitions import (
     parse_iteration_key,
     source_batches,
 )
+from flywheel.stages import labelling_pending
 from orchestration.refresh import new_batch_keys, run_requests
 from orchestration.resources import FlywheelResource
 from orchestration.schedules import raw_refresh_job
@@ -53,11 +54,12 @@ annotated_pool_job = dg.define_asset_job("annotated_pool_job", selection="key:an
 
 @dg.sensor(jobs=[annotation_job, annotated_pool_job], minimum_interval_seconds=30,
            default_status=dg.DefaultSensorStatus.RUNNING)
-def next_annotation_iteration(context: dg.SensorEvaluationContext):
+def next_annotation_iteration(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
     """Keeps the flywheel turning with the data:
 
     - a filtered pool and no iteration yet: iteration 0;
-    - an iteration waiting for people (Label Studio): run it again to collect their answers once done;
+    - an iteration waiting for people (Label Studio): run it again once every task is answered
+      (the sensor asks Label Studio; until then nothing runs or materializes);
     - an iteration that did not stop: the next one;
     - iterations stopped, and the pool's data version moved past the one they ran on (a refresh
       kept new images): one more iteration, whose own stop rule decides whether people are asked;
@@ -72,7 +74,10 @@ def next_annotation_iteration(context: dg.SensorEvaluationContext):
         return _iteration(iteration_key(0))
     latest = records[0]
     meta = latest.asset_materialization.metadata
-    if "status" in meta and meta["status"].value == "waiting":  # people are still labelling: look again
+    if "status" in meta and meta["status"].value == "waiting":
+        pending = labelling_pending(flywheel.settings, latest.partition_key)
+        if pending:
+            return dg.SkipReason(f"{latest.partition_key}: {pending} Label Studio tasks not answered yet")
         return dg.RunRequest(run_key=f"{latest.partition_key}-poll-{latest.storage_id}", job_name=annotation_job.name,
                              partition_key=latest.partition_key)
     stop = meta["stop_reason"].value if "stop_reason" in meta else "continue"

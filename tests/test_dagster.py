@@ -122,10 +122,11 @@ def test_annotation_sensor_turns_the_flywheel_with_the_data(workspace, instance)
     version moved) starts one more iteration, a re-filter with the same content does nothing."""
     inst, _ = instance
     from assets.annotation import POOL_VERSION
+    from orchestration.resources import FlywheelResource
     from orchestration.sensors import next_annotation_iteration
 
     def tick():
-        return next_annotation_iteration(dg.build_sensor_context(instance=inst))
+        return next_annotation_iteration(dg.build_sensor_context(instance=inst, resources={"flywheel": FlywheelResource()}))
 
     def pool(version: str) -> None:
         inst.report_runless_asset_event(dg.AssetMaterialization("filtered_pool", metadata={"kept": 5},

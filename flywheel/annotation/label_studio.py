@@ -3,16 +3,16 @@
 One Label Studio project per labelling batch (an iteration's requests): the labelling
 config is generated from the protocol — one single-choice question per requested
 category, with "not applicable", shown only when its parent question (if asked in the same
-batch) has an answer that allows it. Each image is a task carrying the AI annotator's
-answers as pre-annotations (predictions), so people confirm or correct rather than start
-from nothing. A batch is complete when every task has an annotation; its answers are then
+batch) has an answer that allows it. Each image is a task carrying the image's URL (an
+:class:`flywheel.annotation.image_server.ImageServer` over the content store, or any server
+of content-addressed images) and the AI annotator's answers as pre-annotations
+(predictions), so people confirm or correct rather than start from nothing. A batch is complete when every task has an annotation; its answers are then
 read back as labels. The batch-to-project mapping is kept in a JSON file, so a restarted
 run finds its projects instead of creating them again.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -44,24 +44,19 @@ def labelling_config(protocol: Protocol, categories: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _image_data_uri(data: bytes) -> str:
-    from flywheel.filters.decode import sniff_image_type
-
-    return f"data:{sniff_image_type(data[:16]) or 'image/jpeg'};base64,{base64.b64encode(data).decode()}"
-
-
 class LabelStudioLabeller:
     name = "label_studio"
 
-    def __init__(self, url: str, token: str, protocol: Protocol, image_bytes: Callable[[str], bytes], state_file: str | Path,
+    def __init__(self, url: str, token: str, protocol: Protocol, image_url: Callable[[str], str] | None, state_file: str | Path,
                  project_prefix: str = "CosmicMan annotation"):
+        """``image_url``: record id -> the URL Label Studio shows it from (None: only reading answers back)."""
         from label_studio_sdk import LabelStudio
 
         if not token:
             raise ValueError("Label Studio: no API token (set the environment variable named by label_studio_token_env)")
         self.client = LabelStudio(base_url=url, api_key=token)
         self.protocol = protocol
-        self.image_bytes = image_bytes
+        self.image_url = image_url
         self.state_file = Path(state_file)
         self.prefix = project_prefix
 
@@ -81,6 +76,8 @@ class LabelStudioLabeller:
                hints: Mapping[str, Mapping[str, tuple[str, float]]] | None = None) -> None:
         if self.project_id(batch) is not None:
             return  # submitted before a restart: the project and its tasks exist
+        if self.image_url is None:
+            raise ValueError("Label Studio: submitting tasks needs image URLs (no image server configured)")
         categories = [c for c in self.protocol.categories if c in {r.category for r in requests}]
         by_record: dict[str, list[str]] = {}
         for r in requests:
@@ -89,7 +86,7 @@ class LabelStudioLabeller:
                                               description=f"{len(by_record)} images, {len(categories)} questions")
         tasks = []
         for rid, cats in by_record.items():
-            task = {"data": {"image": _image_data_uri(self.image_bytes(rid)), "record_id": rid}}
+            task = {"data": {"image": self.image_url(rid), "record_id": rid}}
             hint = (hints or {}).get(rid, {})
             result = [{"from_name": c, "to_name": "image", "type": "choices", "value": {"choices": [hint[c][0]]}}
                       for c in cats if c in hint]
@@ -101,6 +98,14 @@ class LabelStudioLabeller:
         state = self._state()
         state[batch] = {"project": project.id, "requests": [[r.record_id, r.category] for r in requests]}
         self._save_state(state)
+
+    def pending(self, batch: str) -> int | None:
+        """Tasks of ``batch`` nobody has answered yet (None: the batch was never submitted)."""
+        entry = self._state().get(batch)
+        if entry is None:
+            return None
+        tasks = self.client.tasks.list(project=entry["project"], fields="all")
+        return sum(not [a for a in (t.annotations or []) if not _get(a, "was_cancelled")] for t in tasks)
 
     def collect(self, batch: str) -> list[Label] | None:
         entry = self._state().get(batch)
