@@ -298,8 +298,9 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
         assert client.get_model_version_by_alias("cosmicman", f"champion-{variant}").version == v.version
     decision = next(c for c in data["champions"] if c["alias"] == "champion")
     assert decision["moved"] and decision["champion"] == str(champion.version)
-    signature = mlflow.models.get_model_info(f"models:/cosmicman/{trained.model_version}").signature
-    assert [c.name for c in signature.inputs.inputs] == ["prompt", "seed"] and signature.params.params[0].name == "steps"
+    info = mlflow.models.get_model_info(f"models:/cosmicman/{trained.model_version}")
+    assert [c.name for c in info.signature.inputs.inputs] == ["prompt", "seed"] and info.signature.params.params[0].name == "steps"
+    assert info.flavors["python_function"]["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # from code, no pickle
 
     # the page is self-contained and renders in headless Chromium with its table and grids
     from tests.browser import render

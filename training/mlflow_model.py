@@ -2,10 +2,13 @@
 
 The pipeline directory (diffusers layout) travels as the model's artifact, so a registered
 version is self-contained: ``mlflow.pyfunc.load_model("models:/<name>@champion")`` and
-``predict(pd.DataFrame({"prompt": [...], "seed": [...]}))`` return PNG bytes per row.
+``predict(pd.DataFrame({"prompt": [...], "seed": [...]}))`` return PNG bytes per row. The
+trainings log it from code (:mod:`training.mlflow_models`), not as a pickled instance.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import mlflow.pyfunc
 
@@ -53,14 +56,22 @@ def pip_requirements(*extra: str) -> list[str]:
     return [f"{name}=={version(name)}" for name in ("torch", "diffusers", "transformers", "safetensors", *extra)]
 
 
+MODELS_FROM_CODE = Path(__file__).parent / "mlflow_models"
+PIPELINE = MODELS_FROM_CODE / "pipeline.py"
+DUAL_PRIOR_PIPELINE = MODELS_FROM_CODE / "dual_prior_pipeline.py"
+
+
 def log_and_register(python_model, artifacts: dict[str, str], registered_model: str, variant: str, version_tags: dict,
                      extra_requirements: tuple[str, ...] = ()):
-    """Log the pipeline as this run's MLflow 3 logged model (signature, pinned requirements) and
-    register it as a new version of ``registered_model`` tagged with its ``variant``; returns
-    (model version, logged model id)."""
+    """Log the pipeline as this run's MLflow 3 logged model (from code when ``python_model`` is a
+    file, with a signature, pinned requirements and the project's code) and register it as a new
+    version of ``registered_model`` tagged with its ``variant``; returns (model version, logged model id)."""
     import mlflow
 
-    info = mlflow.pyfunc.log_model(name="pipeline", python_model=python_model, artifacts=artifacts,
+    code = [str(Path(__file__).parents[1] / pkg) for pkg in ("training", "flywheel")] \
+        if isinstance(python_model, (str, Path)) else None  # what the code file imports, inside the model
+    info = mlflow.pyfunc.log_model(name="pipeline", python_model=str(python_model) if code else python_model,
+                                   artifacts=artifacts, code_paths=code,
                                    signature=signature(), pip_requirements=pip_requirements(*extra_requirements),
                                    registered_model_name=registered_model, tags={"variant": variant})
     version = str(info.registered_model_version)

@@ -132,10 +132,10 @@ def run_training(profile: TrainingProfile, snapshot, protocol, base_dir: Path, o
             iou = attention_iou(trained, trained.unet, eval_ds, s.attention_levels, s.attention_layers)
             metrics.update({f"attention_{k}": v for k, v in iou.items() if k != "groups"})
         mlflow.log_metrics(metrics)
-        from training.mlflow_model import DiffusionPipelineModel, log_and_register
+        from training.mlflow_model import PIPELINE, log_and_register
 
         version, model_id = log_and_register(
-            DiffusionPipelineModel(), {"pipeline": str(result.unet_dir)}, profile.registered_model, variant,
+            PIPELINE, {"pipeline": str(result.unet_dir)}, profile.registered_model, variant,
             {"snapshot.version": snapshot.version, "snapshot.tag": snapshot.tag or "untagged",
              "snapshot.data_hash": snapshot.data_hash or "unknown", "git.commit": run_tags["git.commit"],
              "dagster.run_id": run_tags.get("dagster.run_id", "none"), "beta": s.beta,

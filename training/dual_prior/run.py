@@ -96,10 +96,10 @@ def run_dual_prior(profile, snapshot, protocol, base_dir: Path, output_dir: Path
         shutil.rmtree(package, ignore_errors=True)
         shutil.copytree(prior, package / "prior")
         shutil.copytree(base_dir, package / "base")
-        from training.mlflow_model import DualPriorPipelineModel, log_and_register
+        from training.mlflow_model import DUAL_PRIOR_PIPELINE, log_and_register
 
         version, _ = log_and_register(
-            DualPriorPipelineModel(), {"base": str(package / "base"), "prior": str(package / "prior")},
+            DUAL_PRIOR_PIPELINE, {"base": str(package / "base"), "prior": str(package / "prior")},
             s.registered_model, "dual-prior",
             {"snapshot.tag": snapshot.tag or "untagged", "snapshot.data_hash": snapshot.data_hash or "unknown",
              "snapshot.version": snapshot.version, "git.commit": run_tags["git.commit"],
