@@ -4,6 +4,7 @@ re-evaluated whenever a training asset produces a new version (cached per versio
 import dagster as dg
 
 from assets.conditions import on_new_data
+from assets.metadata import table
 from assets.training import (
     adversarial_checkpoint,
     daring_checkpoint,
@@ -32,16 +33,15 @@ def evaluation_report(context: dg.AssetExecutionContext, flywheel: FlywheelResou
     settings = flywheel.settings
     result = evaluate(settings, tags={"dagster.run_id": context.run_id})
     cols = ["acc_all", "annotator_acc_all", "attention_iou", "piqe", "fd_truth", "fid"]
-    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for m in result.data["models"]:
-        vals = [f"{m['metrics'][c]:.3f}" if c in m["metrics"] else "not computed" for c in cols]
-        lines.append(f"| {m['label']} {'v' + m['version'] if m['version'] else ''} | " + " | ".join(vals) + " |")
+    rows = [(m["label"], m["version"] or "", *(m["metrics"].get(c) for c in cols)) for m in result.data["models"]]
     judge = judge_trust(result.data["judge"], "degraded")
     return dg.MaterializeResult(
         metadata={"report": dg.MetadataValue.path(str(result.report_html)),
                   "report_json": dg.MetadataValue.path(str(result.report_json)),
                   "mlflow_run": dg.MetadataValue.url(settings.tracking.run_url(result.experiment_id, result.run_id)),
-                  "metrics": dg.MetadataValue.md("\n".join(lines)),
+                  # an empty cell is a metric not computed (see "skipped" for why)
+                  "metrics": table(rows, [("model", "string"), ("version", "string"), *((c, "float") for c in cols)]),
+                  "report_page": dg.MetadataValue.url(result.report_html.resolve().as_uri()),
                   "judge_acc_all": dg.MetadataValue.float(_or_nan(judge)),
                   "champions": dg.MetadataValue.json(result.data["champions"]),
                   "skipped": dg.MetadataValue.json(result.data["skipped"])},

@@ -247,6 +247,8 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
     report = Path(meta["report"].value)
     data = json.loads(Path(meta["report_json"].value).read_text())
     labels = {m["label"]: m for m in data["models"]}
+    shown = {r.data["model"]: r.data for r in meta["metrics"].value.records}  # a typed table in the Dagster UI
+    assert set(shown) == set(labels) and shown["daring"]["acc_all"] == pytest.approx(labels["daring"]["metrics"]["acc_all"])
     (check,) = result.get_asset_check_evaluations()
     judge_acc = data["judge"]["calibration"]["degraded"]["acc_all"]  # the truth judge, on renders degraded like samples
     assert check.check_name == "judge_accuracy" and check.passed == (judge_acc >= 0.85)
