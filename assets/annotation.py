@@ -8,7 +8,7 @@ from assets.checks import suite_result
 from assets.filtering import filtered_pool
 from assets.metadata import ROW_COUNT, content_version, data_version_of, table
 from assets.partitions import annotation_iterations, parse_iteration_key
-from flywheel.annotation.report import accuracy_plot, accuracy_table
+from flywheel.annotation.report import ACCURACY_COLUMNS, accuracy_plot, accuracy_rows
 from flywheel.preview import decode_rgb, markdown_image
 from flywheel.protocol import load_protocol
 from flywheel.stages import annotate_pool, read_annotations
@@ -43,7 +43,7 @@ def annotation_iteration(context: dg.AssetExecutionContext, flywheel: FlywheelRe
         "labels_this_iteration": dg.MetadataValue.int(result.labels),
         "labels_total": dg.MetadataValue.int(result.total_labels),
         "stop_reason": dg.MetadataValue.text(result.stop_reason or "continue"),
-        "accuracy": dg.MetadataValue.md(accuracy_table(result, target)),
+        "accuracy": table(accuracy_rows(result, target), ACCURACY_COLUMNS),
     }
     if result.accuracy_after:
         meta["mean_accuracy"] = dg.MetadataValue.float(sum(result.accuracy_after.values()) / len(result.accuracy_after))

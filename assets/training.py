@@ -4,6 +4,7 @@
 import dagster as dg
 
 from assets.conditions import on_new_data
+from assets.metadata import table
 from assets.snapshot import cosmicman_hq_snapshot
 from flywheel.preview import decode_rgb, markdown_image
 from orchestration.resources import FlywheelResource
@@ -54,11 +55,10 @@ daring_checkpoint = _training_asset(
           description="CosmicMan Prime: one Daring run per configured activation, same data and seed, compared in MLflow.")
 def activation_sweep_checkpoints(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
     runs = activation_sweep(flywheel.settings, tags={"dagster.run_id": context.run_id})
-    rows = "\n".join(f"| {a} | {r.model_version} | {r.metrics.get('attention_iou', float('nan')):.3f} | "
-                     f"{r.metrics.get('final_loss_noise', float('nan')):.4f} |"
-                     for a, r in zip(flywheel.settings.training.activations, runs))
-    return dg.MaterializeResult(metadata={"comparison": dg.MetadataValue.md(
-        "| activation | model version | attention IoU | final L_noise |\n|---|---|---|---|\n" + rows)})
+    rows = [(a, r.model_version, r.metrics.get("attention_iou"), r.metrics.get("final_loss_noise"))
+            for a, r in zip(flywheel.settings.training.activations, runs)]
+    return dg.MaterializeResult(metadata={"comparison": table(rows, [
+        ("activation", "string"), ("model_version", "string"), ("attention_iou", "float"), ("final_loss_noise", "float")])})
 
 
 @dg.asset(group_name="training", kinds={"pytorch", "mlflow"}, pool=ACCELERATOR_POOL,

@@ -6,17 +6,20 @@ from __future__ import annotations
 import io
 
 from flywheel.annotation.iterations import IterationResult
-from flywheel.preview import markdown_table
+
+ACCURACY_COLUMNS = [("category", "string"), ("accuracy_before", "float"), ("accuracy_after", "float"),
+                    ("labelled_by_people", "bool"), ("below_target", "bool")]
 
 
-def accuracy_table(result: IterationResult, target: float) -> str:
+def accuracy_rows(result: IterationResult, target: float) -> list[tuple]:
+    """Per category: accuracy before and after the iteration, whether people labelled it, whether
+    it is still below target (``ACCURACY_COLUMNS``)."""
     rows = []
     for c in sorted(result.accuracy_after or result.accuracy_before):
-        before = result.accuracy_before.get(c)
         after = result.accuracy_after.get(c)
-        rows.append((c, f"{before:.3f}" if before is not None else "", f"{after:.3f}" if after is not None else "",
-                     "yes" if c in result.categories else "", "" if after is None or after >= target else "below"))
-    return markdown_table(rows, ["category", "accuracy before", "accuracy after", "labelled by people", "target"])
+        rows.append((c, result.accuracy_before.get(c), after, c in result.categories,
+                     after is not None and after < target))
+    return rows
 
 
 def accuracy_plot(results: list[IterationResult], target: float) -> bytes:
