@@ -287,6 +287,10 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
         (dataset_input,) = client.get_run(v.run_id).inputs.dataset_inputs
         assert dataset_input.dataset.digest == data_hash[:36] and '"rev": "cosmicman-hq-v1"' in dataset_input.dataset.source
         assert logged.source_run_id == v.run_id
+    from flywheel.mlflow_dataset import DvcDatasetSource  # the dataset's source fetches exactly that version
+
+    fetched = Path(DvcDatasetSource.from_dict(json.loads(dataset_input.dataset.source)).load(str(tmp_path / "fetched")))
+    assert json.loads((fetched / "stats.json").read_text())["version"] == 1
     experiments = sorted({client.get_run(v.run_id).info.experiment_id for v in by_variant.values()})
     found = mlflow.search_logged_models(experiment_ids=experiments, filter_string="metrics.`eval.acc_all` >= 0",
                                         output_format="list")
