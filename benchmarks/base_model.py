@@ -34,6 +34,11 @@ TOPS = ("t-shirt", "shirt", "sweater", "jacket", "tank top")
 GOALS = {"hog_person": 0.70, "gender": 0.80, "top_color": 0.50, "person_type": 0.70}
 
 
+def prompt_text(shot: str, gender: str, colour: str, top: str) -> str:
+    """A weak caption naming the shot, the gender, and the top with its colour."""
+    return f"{SHOTS[shot]} of a {gender} wearing a {colour} {top}"
+
+
 def prompt_set(seeds: int) -> list[tuple[str, dict, int]]:
     """(prompt, expected answers, seed) for every shot x gender x colour, ``seeds`` seeds each."""
     out = []
@@ -41,8 +46,7 @@ def prompt_set(seeds: int) -> list[tuple[str, dict, int]]:
         top = TOPS[k % len(TOPS)]
         expected = {"person_type": shot, "gender": gender, "top_color": colour}
         for seed in range(seeds):
-            out.append((f"{SHOTS[shot]} of a {gender} wearing a {'an' if top[0] in 'aeiou' else 'a'} {top}"
-                        .replace(" a an ", " an "), expected, 1000 * k + seed))
+            out.append((prompt_text(shot, gender, colour, top), expected, 1000 * k + seed))
     return out
 
 

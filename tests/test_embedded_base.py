@@ -76,3 +76,21 @@ def test_a_corrupted_embedded_weight_file_is_named(tmp_path, name):
     path.write_bytes(bytes(data))
     with pytest.raises(BaseModelError, match=rf"{name}: sha256 mismatch"):
         load_base(copy)
+
+
+def test_the_base_benchmark_prompts_name_what_they_are_scored_on():
+    """Each prompt names the shot, the gender and the top colour it is judged against (a prompt
+    without the colour word once made the colour figure measure nothing)."""
+    import importlib.util
+
+    from flywheel.settings import PROJECT_ROOT
+
+    spec = importlib.util.spec_from_file_location("base_model_bench", PROJECT_ROOT / "benchmarks" / "base_model.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    prompts = bench.prompt_set(2)
+    assert len(prompts) == 2 * len(bench.SHOTS) * len(bench.GENDERS) * len(bench.COLOURS)
+    for text, expected, _ in prompts:
+        words = text.split()
+        assert bench.SHOTS[expected["person_type"]] in text and expected["gender"] in words
+        assert expected["top_color"] in words, text
