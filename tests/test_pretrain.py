@@ -275,3 +275,15 @@ def test_the_text_encoder_trained_with_the_unet_is_exported_and_continued_from(p
     steps: list = []
     pretrain_base(further, tmp_path / "work2", tmp_path / "further", on_log=lambda st, k, m: steps.append((st, k)))
     assert steps == [("unet", 7)]
+
+
+def test_run_notes_survive_an_export_that_replaces_the_pipeline_folder(pretrained):
+    """The export swaps the whole folder: the card's run notes are carried over, not lost with it."""
+    from training.pretrain.card import NOTES_BEGIN, NOTES_END
+    from training.stages import pretrain_embedded_base
+
+    root, _, settings = pretrained
+    card = root / "base" / "README.md"
+    card.write_text(card.read_text() + f"\n{NOTES_BEGIN}\n- first run: 4 steps\n{NOTES_END}\n")
+    pretrain_embedded_base(settings, root / "base", root / "work")  # nothing left to train: export only
+    assert "- first run: 4 steps" in card.read_text()

@@ -32,12 +32,14 @@ def pretrain_embedded_base(settings: Settings, out: Path = EMBEDDED_BASE_DIR, wo
     from flywheel.checksums import write_checksums
     from flywheel.preview import png_bytes
     from flywheel.tracking import flatten, mlflow_run
-    from training.pretrain.card import write_card
+    from training.pretrain.card import notes_of, write_card
     from training.pretrain.run import pretrain_base
     from training.run import git_commit
 
     s = settings.training.pretrain
     work_dir = work_dir or settings.workspace / "pretrain"
+    card = Path(out) / "README.md"  # its run notes outlive the export, which replaces the folder
+    notes = notes_of(card.read_text()) if card.exists() else ""
     if from_pipeline is not None:
         from training.pretrain.continue_from import seed_checkpoints
 
@@ -53,7 +55,7 @@ def pretrain_embedded_base(settings: Settings, out: Path = EMBEDDED_BASE_DIR, wo
         mlflow.log_metrics({f"seconds_{k}": v for k, v in result.total_seconds.items()})
         mlflow.log_metric("vae_scaling_factor", result.scaling_factor)
         settings_json = json.loads((Path(out) / "pretrain_settings.json").read_text())["settings"]
-        write_card(Path(out), settings_json, result.total_seconds, result.scaling_factor)
+        write_card(Path(out), settings_json, result.total_seconds, result.scaling_factor, notes=notes)
         (Path(out) / "samples.png").write_bytes(png_bytes(result.grid))
         write_checksums(Path(out))
         mlflow.log_artifact(str(Path(out) / "README.md"))

@@ -17,6 +17,12 @@ def _between(text: str, begin: str, end: str) -> str | None:
     return text[text.index(begin):text.index(end) + len(end)] if begin in text and end in text else None
 
 
+def notes_of(card: str) -> str:
+    """The people's run notes of a model card (between the markers; '' when there are none)."""
+    block = _between(card, NOTES_BEGIN, NOTES_END)
+    return block[len(NOTES_BEGIN):-len(NOTES_END)].strip("\n") if block else ""
+
+
 def _params(folder: Path, part: str) -> int:
     from safetensors.torch import load_file
 
