@@ -45,7 +45,7 @@ class ImageServer:
         self._thread: threading.Thread | None = None
 
     def url_for(self, key: str) -> str:
-        return f"{self.url}/images/{key}"
+        return image_url(self.url, key)
 
     def start(self) -> ImageServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="image-server", daemon=True)
