@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DVC_ENV := .tools/dvc
 export DAGSTER_HOME ?= $(CURDIR)/workspace/dagster_home
 
-.PHONY: demo test env ui mlflow-ui label-studio bench clean browser evaluate pretrain-base
+.PHONY: demo test env ui mlflow-ui label-studio bench clean browser postgres evaluate pretrain-base
 
 # The project environment: every pin comes from requirements.lock (generated with
 # `uv pip compile`, see README), installed without resolution so nothing drifts.
@@ -39,7 +39,7 @@ env: $(BIN)/.installed $(DVC_ENV)/bin/dvc $(LS_ENV)/bin/label-studio $(DAGSTER_H
 demo: env
 	$(BIN)/python -m orchestration.refresh
 
-test: env browser
+test: env browser postgres
 	$(BIN)/pytest
 
 ui: env
@@ -59,6 +59,12 @@ bench: env
 browser:
 	command -v chromium >/dev/null || { $$(command -v sudo) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -qq chromium >/dev/null; }
+
+# Debian's PostgreSQL server for the production-storage tests (they start their own server as
+# the postgres user in a temporary folder; nothing is started here).
+postgres:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $$(command -v sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -qq postgresql >/dev/null; }
 
 # Pretrain the embedded base again (resumes from workspace/pretrain; writes models/embedded-base).
 pretrain-base: env

@@ -87,8 +87,8 @@ class Settings(BaseSettings):
             self.store_url = str(self.workspace / "store")
         if self.tracking.tracking_uri is None:
             self.tracking.tracking_uri = f"sqlite:///{self.workspace / 'mlflow.db'}"
-        if self.tracking.artifact_root is None:
-            self.tracking.artifact_root = (self.workspace / "mlartifacts").as_uri()
+        if self.tracking.artifact_root is None and not self.tracking.is_server():
+            self.tracking.artifact_root = (self.workspace / "mlartifacts").as_uri()  # a server chooses its own
         snap = self.snapshot
         snap.registry_path = self._resolve(snap.registry_path or self.workspace / "dvc-registry")
         snap.cache_dir = self._resolve(snap.cache_dir or self.workspace / "snapshots")

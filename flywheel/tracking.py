@@ -21,11 +21,16 @@ _SECRET = re.compile(r"(key|token|secret|password|credential)", re.I)
 
 class TrackingSettings(BaseModel):
     tracking_uri: str | None = Field(None, description="default: sqlite:///<workspace>/mlflow.db")
-    artifact_root: str | None = Field(None, description="where new experiments keep artifacts; default <workspace>/mlartifacts")
+    artifact_root: str | None = Field(None, description="where new experiments keep artifacts; default <workspace>/mlartifacts, "
+                                      "or the server's own artifact store when tracking_uri is a server")
     experiment_prefix: str = "cosmicman"
     ui_url: str = Field("http://127.0.0.1:5000", description="the MLflow UI, for links in asset metadata (`make mlflow-ui`)")
 
     dagster_url: str = Field("http://127.0.0.1:3000", description="the Dagster UI, for links on MLflow runs (`make ui`)")
+
+    def is_server(self) -> bool:
+        """A tracking server (it has its own artifact store) rather than a database or folder."""
+        return (self.tracking_uri or "").split("://", 1)[0] in ("http", "https", "databricks")
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         """A run's page in the MLflow UI."""

@@ -57,6 +57,58 @@ def s3_server():
     proc.wait(10)
 
 
+def _postgres_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:  # `make test` installs it (`make postgres`)
+        pytest.fail("PostgreSQL server not installed (no /usr/lib/postgresql/*/bin/initdb): run `make postgres`")
+    return found[-1].parent
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on loopback, in a fresh data folder; yields ``(host, port, user)``.
+
+    It runs as the ``postgres`` user when the tests run as root (the server refuses root),
+    trusts loopback connections, and is stopped and deleted afterwards.
+    """
+    import getpass
+    import shutil
+    import tempfile
+
+    bindir, port = _postgres_bin(), free_port()
+    root = Path(tempfile.mkdtemp(prefix="pg-"))
+    as_postgres = os.geteuid() == 0
+    if as_postgres:
+        root.chmod(0o755)
+        shutil.chown(root, "postgres", "postgres")
+    user = "postgres" if as_postgres else getpass.getuser()
+    run_as = ["runuser", "-u", "postgres", "--"] if as_postgres else []
+    data = root / "data"
+
+    def pg(*args, **kw):
+        return subprocess.run([*run_as, *args], check=True, capture_output=True, text=True, **kw)
+
+    pg(str(bindir / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8")
+    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "start",
+       "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off")
+    yield "127.0.0.1", port, user
+    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def create_database(server, name: str) -> str:
+    """A new database on ``postgres_server``; returns its SQLAlchemy URL (psycopg2 driver)."""
+    import psycopg2
+
+    host, port, user = server
+    conn = psycopg2.connect(host=host, port=port, user=user, dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return f"postgresql+psycopg2://{user}@{host}:{port}/{name}"
+
+
 @pytest.fixture(scope="session")
 def small_pool(protocol):
     """90 clean synthetic samples as an annotation pool (views at 32 px, ground truth)."""
