@@ -11,7 +11,7 @@ from assets.sourcing import raw_images
 from flywheel.preview import contact_sheet, decode_rgb, markdown_image
 from flywheel.stages import filter_pool, read_filtered_pool
 from flywheel.validation.filtered_pool import validate_filtered_pool
-from orchestration.resources import FlywheelResource
+from orchestration.resources import FlywheelResource, RayEngine
 
 
 @dg.asset(
@@ -22,8 +22,9 @@ from orchestration.resources import FlywheelResource
     description="Every fetched image with its scores and verdict: decodable, large enough, not a duplicate, "
     "exactly one person, a large enough face, good enough quality. Rejected rows keep their reasons.",
 )
-def filtered_pool(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
+def filtered_pool(context: dg.AssetExecutionContext, flywheel: FlywheelResource, ray_engine: RayEngine) -> dg.MaterializeResult:
     settings = flywheel.settings
+    ray_engine.connect_for(context, settings, settings.filter.workers)
 
     def progress(done: int, total: int) -> None:
         if done % 250 == 0 or done == total:

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from flywheel.annotation.iterations import AnnotationSettings
 from flywheel.filters.chain import FilterSettings
+from flywheel.ray_data import EngineSettings
 from flywheel.snapshot.publish import SnapshotSettings
 from flywheel.sources.folder import FolderSourceSettings
 from flywheel.sources.url_parquet import UrlParquetSourceSettings
@@ -58,6 +59,7 @@ class Settings(BaseSettings):
     synthetic: SyntheticSourceSettings = Field(default_factory=SyntheticSourceSettings)
     sources: list[ExternalSource] = Field(default_factory=list, description="sources besides the synthetic one")
     filter: FilterSettings = Field(default_factory=FilterSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
     min_pool_size: int = Field(1000, ge=0, description="the sensor starts a refresh when fewer images are kept")
     refresh_cron: str = Field("0 3 * * 1", description="the source-refresh schedule (UTC); read when the code location loads")
     annotation: AnnotationSettings = Field(default_factory=AnnotationSettings)

@@ -130,7 +130,7 @@ def filter_pool(settings: Settings, workers: int | None = None, progress: Progre
     """Filter every fetched raw record; analyses of images seen before are reused."""
     raw = all_raw_records(settings)
     run = run_filter(raw, ContentStore(settings.store_url), settings.filter, previous=read_filtered_pool(settings),
-                     workers=workers, progress=progress)
+                     workers=workers, progress=progress, engine=settings.engine)
     path = write_manifest(run.table, filtered_pool_path(settings), FILTERED_POOL)
     return StageResult(run.table, Path(str(path)), run.seconds, run.notes), run
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets import annotation, evaluation, filtering, snapshot, sourcing, training
-from orchestration.resources import FlywheelResource
+from orchestration.resources import FlywheelResource, RayEngine
 from orchestration.schedules import raw_refresh_job, weekly_source_refresh
 from orchestration.sensors import (
     annotated_pool_job,
@@ -19,5 +19,5 @@ defs = dg.Definitions(
     jobs=[raw_refresh_job, annotation_job, annotated_pool_job],
     schedules=[weekly_source_refresh],
     sensors=[pool_below_lower_bound, next_annotation_iteration, automation],
-    resources={"flywheel": FlywheelResource()},
+    resources={"flywheel": FlywheelResource(), "ray_engine": RayEngine()},
 )

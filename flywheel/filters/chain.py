@@ -29,6 +29,7 @@ from flywheel.filters.decode import decode_image
 from flywheel.filters.duplicates import NearDuplicateIndex, phash
 from flywheel.manifests import FILTERED_POOL, to_json
 from flywheel.parallel import process_pool
+from flywheel.ray_data import EngineSettings, json_batch, map_keys
 from flywheel.store import ContentStore
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,17 @@ def _analyse_key(key: str) -> tuple[str, dict]:
         return key, {"decode_error": "analysis_error", "decode_detail": f"{type(exc).__name__}: {exc}"}
 
 
+class RayAnalyser:
+    """The analysis as a Ray Data callable class: models built once per actor, one core each."""
+
+    def __init__(self, settings: FilterSettings, store: ContentStore):
+        _init_worker(settings, store)
+
+    def __call__(self, batch: dict) -> dict:
+        pairs = [_analyse_key(str(k)) for k in batch["key"]]
+        return json_batch((k for k, _ in pairs), [r for _, r in pairs])
+
+
 # ---- the run ----------------------------------------------------------------------------------
 
 
@@ -173,10 +185,15 @@ class FilterRun:
 
 
 def analyse_all(keys: list[str], settings: FilterSettings, store: ContentStore, workers: int,
-                progress: Callable[[int, int], None] | None = None) -> dict[str, dict]:
-    """Analyse images by content key, in a process pool (chunked) when workers > 1."""
+                progress: Callable[[int, int], None] | None = None, engine: EngineSettings | None = None) -> dict[str, dict]:
+    """Analyse images by content key: on Ray actors (engine ``ray``), else in a process pool (chunked) when workers > 1."""
     results: dict[str, dict] = {}
     if not keys:
+        return results
+    if engine is not None and engine.kind == "ray":
+        for k, r in map_keys(keys, RayAnalyser, (settings, store), engine, workers, progress):
+            results[k] = r
+            kill_point("filter.analysed")
         return results
     if workers <= 1 or len(keys) < 4 * settings.chunk_size:  # a small refresh: not worth spawning workers
         _init_worker(settings, store, single_thread=False)
@@ -297,7 +314,8 @@ def cached_analyses(previous: pa.Table | None, analysis_key: str) -> dict[str, d
 
 
 def run_filter(records: pa.Table, store: ContentStore, settings: FilterSettings, previous: pa.Table | None = None,
-               workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> FilterRun:
+               workers: int | None = None, progress: Callable[[int, int], None] | None = None,
+               engine: EngineSettings | None = None) -> FilterRun:
     """Filter every fetched raw record; reuse analyses from ``previous`` (an earlier filtered pool)."""
     t0 = time.perf_counter()
     fetched = [r for r in records.to_pylist() if r["status"] == "ok" and r.get("sha256")]
@@ -306,7 +324,7 @@ def run_filter(records: pa.Table, store: ContentStore, settings: FilterSettings,
     todo = sorted({r["sha256"] for r in fetched} - set(analyses))
     reused = len({r["sha256"] for r in fetched}) - len(todo)
     t1 = time.perf_counter()
-    fresh = analyse_all(todo, settings, store, workers or settings.workers, progress)
+    fresh = analyse_all(todo, settings, store, workers or settings.workers, progress, engine)
     notes = backend_notes(settings)
     analysis_seconds = time.perf_counter() - t1
     for a in fresh.values():

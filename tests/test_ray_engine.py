@@ -1,0 +1,89 @@
+"""The Ray engine gives the local engine's results, item by item, in the library and from Dagster
+(dagster-ray's resource connecting a Ray on loopback for the step)."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+
+from flywheel.filters.chain import FilterSettings, run_filter
+from flywheel.ray_data import EngineSettings, init_options
+from flywheel.sources.synthetic import ingest_synthetic
+from flywheel.store import ContentStore
+from flywheel.synthetic.source import SyntheticConfig
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+
+
+def comparable(table) -> list[tuple]:
+    """Each record's verdict, reasons and every score (but its timing), in pool order."""
+    rows = []
+    for r in table.to_pylist():
+        scores = json.loads(r["scores_json"])
+        scores.pop("seconds", None)
+        rows.append((r["record_id"], r["verdict"], r["reasons"], r["duplicate_of"], r["person_box"], r["face_box"], scores))
+    return rows
+
+
+def test_init_options_keep_a_local_ray_on_loopback_with_room_for_ray_data(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("COSMICMAN_PROFILE", "test")
+    local = init_options(EngineSettings(kind="ray"), workers=2)
+    assert local["_node_ip_address"] == "127.0.0.1" and local["num_cpus"] == 3 and "address" not in local
+    assert local["runtime_env"]["env_vars"]["COSMICMAN_PROFILE"] == "test"
+    cluster = init_options(EngineSettings(kind="ray", ray_address="ray://head:10001"), workers=8)
+    assert cluster["address"] == "ray://head:10001" and "num_cpus" not in cluster  # a cluster sizes itself
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    assert init_options(EngineSettings(kind="ray"), workers=2)["address"] == "10.0.0.5:6379"
+
+
+def test_filter_chain_on_ray_equals_the_local_engine(protocol, tmp_path):
+    import ray
+
+    cfg = SyntheticConfig(seed=21, bad_fraction=0.6, width=256, height=384)
+    store = ContentStore(tmp_path / "store")
+    raw = ingest_synthetic(cfg, protocol, store, count=72).table
+    settings = FilterSettings(min_short_side=160, min_long_side=240, min_face=20, workers=2)
+    local = run_filter(raw, store, settings, workers=2)
+    seen = []
+    on_ray = run_filter(raw, store, settings, workers=2, engine=EngineSettings(kind="ray", batch_size=8),
+                        progress=lambda done, total: seen.append((done, total)))
+    assert on_ray.analysed == local.analysed == len(set(raw.column("sha256").to_pylist()))
+    assert comparable(on_ray.table) == comparable(local.table)
+    assert {r["verdict"] for r in local.table.to_pylist()} >= {"keep", "reject"}  # not a trivial batch
+    assert seen[-1] == (local.analysed, local.analysed)
+    assert not ray.is_initialized()  # the run stopped the Ray it started
+
+
+def test_dagster_filters_on_ray_through_the_dagster_ray_resource(workspace, monkeypatch):
+    import ray
+
+    from assets.filtering import filtered_pool
+    from assets.sourcing import raw_images
+    from flywheel.manifests import FILTERED_POOL, read_manifest
+    from flywheel.settings import load_settings
+    from orchestration.resources import FlywheelResource, RayEngine
+
+    monkeypatch.setenv("COSMICMAN_SYNTHETIC__COUNT", "72")
+    monkeypatch.setenv("COSMICMAN_FILTER__WORKERS", "2")
+    key = "synthetic--20260101T000000Z"
+    resources = {"flywheel": FlywheelResource(), "ray_engine": RayEngine()}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("source_batches", [key])
+        assert dg.materialize([raw_images], partition_key=key, resources=resources, instance=instance).success
+        assert dg.materialize([filtered_pool], resources=resources, instance=instance).success
+        path = load_settings().manifests_dir / "filtered_pool.parquet"
+        local = read_manifest(path, FILTERED_POOL)
+        path.unlink()  # no cached analyses: the Ray run analyses every image again
+        monkeypatch.setenv("COSMICMAN_ENGINE__KIND", "ray")
+        result = dg.materialize([filtered_pool], resources={**resources, "flywheel": FlywheelResource()}, instance=instance)
+        assert result.success
+        logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+    assert any("Ray engine: local Ray on loopback, 2 actors" in m for m in logs)
+    on_ray = read_manifest(path, FILTERED_POOL)
+    assert comparable(on_ray) == comparable(local)
+    meta = result.asset_materializations_for_node("filtered_pool")[0].metadata
+    assert meta["analysed_this_run"].value == len(set(r["sha256"] for r in local.to_pylist() if r["sha256"]))
+    assert not ray.is_initialized()  # dagster-ray disconnected it when the step ended
