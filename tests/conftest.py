@@ -33,6 +33,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(proc: subprocess.Popen, health_url: str, seconds: float, failure: str) -> None:
+    """Wait until ``health_url`` answers 200; fail the test with ``failure`` if the server exits or times out."""
+    import urllib.request
+
+    deadline = time.time() + seconds
+    while True:
+        try:
+            if urllib.request.urlopen(health_url, timeout=2).status == 200:
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(failure)
+        time.sleep(0.5)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3-compatible server (moto's standalone server) on loopback."""
@@ -139,7 +164,6 @@ def label_studio():
     if not exe.exists():  # the README's test command (make test) always installs it
         pytest.fail(f"Label Studio server not installed at {exe}: run `make env`")
     import tempfile
-    import urllib.request
 
     port, token = free_port(), "c0ffee" * 6 + "c0ff"
     data = tempfile.mkdtemp(prefix="label-studio-")
@@ -149,21 +173,7 @@ def label_studio():
                              "--data-dir", data, "--username", "annotator@example.com", "--password", "not-a-secret-123",
                              "--user-token", token, "--enable-legacy-api-token"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"Label Studio did not start; see {data}/server.log")
-        time.sleep(1)
+    wait_healthy(proc, f"{url}/health", 180, f"Label Studio did not start; see {data}/server.log")
     yield url, token
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_server(proc)
     log.close()

@@ -7,14 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, create_database, free_port
+from tests.conftest import ROOT, create_database, free_port, stop_server, wait_healthy
 
 BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.server]
@@ -95,23 +93,9 @@ def mlflow_server(postgres_server, s3_server, tmp_path):
                             env={**os.environ, **creds, "MLFLOW_S3_ENDPOINT_URL": s3_server}, stdout=log,
                             stderr=subprocess.STDOUT, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow server did not start: {(tmp_path / 'mlflow-server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
+    wait_healthy(proc, f"{url}/health", 120, f"mlflow server did not start; see {tmp_path}/mlflow-server.log")
     yield url, db, s3
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_server(proc)
     log.close()
 
 
