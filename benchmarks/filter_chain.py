@@ -24,10 +24,12 @@ import time
 from collections import Counter
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from flywheel.filters.chain import Analyser, _init_worker, run_filter
 from flywheel.filters.decode import decode_image
 from flywheel.protocol import load_protocol
+from flywheel.ray_data import EngineSettings
 from flywheel.settings import load_settings
 from flywheel.sources.synthetic import ingest_synthetic
 from flywheel.store import ContentStore
@@ -143,6 +145,22 @@ def main() -> int:
         chain_rate = len(blobs) / (time.perf_counter() - t0)
         print(f"per core: decode-only {decode_rate:.0f} images/s, full chain {chain_rate:.1f} images/s, "
               f"ratio {chain_rate / decode_rate:.1%} (goal >= 25%)")
+
+        # -- engines: local processes with 1 and 2 workers, Ray Data with 2 actors, same images ----
+        sub = raw.filter(pa.compute.is_in(raw.column("sha256"), value_set=pa.array(keys)))
+        runs = {}
+        for name, workers, engine in (("local, 1 worker", 1, None), ("local, 2 workers", 2, None),
+                                      ("ray, 2 actors", 2, EngineSettings(kind="ray"))):
+            runs[name] = run_filter(sub, store, fs.model_copy(update={"chunk_size": 8}), workers=workers, engine=engine)
+            r = runs[name]
+            print(f"engine {name}: {r.analysed} images in {r.analysis_seconds:.1f}s = {r.analysed / r.analysis_seconds / workers:.1f} "
+                  f"images/s per core ({r.analysed / r.analysis_seconds:.1f} in all; Ray's start-up included)")
+        one, two, ray_two = (runs[k].analysis_seconds for k in runs)
+        same = [(a["record_id"], a["verdict"], a["reasons"]) for a in runs["ray, 2 actors"].table.to_pylist()] == \
+               [(a["record_id"], a["verdict"], a["reasons"]) for a in runs["local, 2 workers"].table.to_pylist()]
+        print(f"  2 workers / 1 worker: {one / two:.2f}x (goal >= 1.8x); ray / local at 2 workers: {two / ray_two:.2f} of the "
+              f"local throughput (goal within 15%); same verdicts and reasons: {same}")
+        ok &= same
 
         # -- 1% refresh -------------------------------------------------------------------------
         extra = ingest_synthetic(settings.synthetic, protocol, store, start=args.count, count=max(1, args.count // 100),
