@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets import annotation, evaluation, filtering, snapshot, sourcing, training
+from orchestration.k8s import selected_executor
 from orchestration.resources import FlywheelResource, RayEngine
 from orchestration.schedules import raw_refresh_job, weekly_source_refresh
 from orchestration.sensors import (
@@ -20,4 +21,5 @@ defs = dg.Definitions(
     schedules=[weekly_source_refresh],
     sensors=[pool_below_lower_bound, next_annotation_iteration, automation],
     resources={"flywheel": FlywheelResource(), "ray_engine": RayEngine()},
+    executor=selected_executor(),  # COSMICMAN_EXECUTOR=k8s: one Kubernetes Job per step
 )
