@@ -12,6 +12,7 @@ from assets.training import (
 )
 from evaluation.report import judge_trust
 from evaluation.stages import JUDGE_THRESHOLD, evaluate
+from orchestration.k8s import GPU_EVALUATION_TAGS
 from orchestration.resources import FlywheelResource
 
 
@@ -20,6 +21,7 @@ def _or_nan(value: float | None) -> float:
 
 
 @dg.asset(group_name="evaluation", kinds={"pytorch", "mlflow", "html"}, pool="accelerator",
+          op_tags=GPU_EVALUATION_TAGS,
           deps=[plain_finetune_checkpoint, daring_checkpoint, adversarial_checkpoint],
           automation_condition=on_new_data(same_run_as=("plain_finetune_checkpoint", "daring_checkpoint",
                                                         "adversarial_checkpoint")),

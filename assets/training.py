@@ -7,6 +7,7 @@ from assets.conditions import on_new_data
 from assets.metadata import table
 from assets.snapshot import cosmicman_hq_snapshot
 from flywheel.preview import decode_rgb, markdown_image
+from orchestration.k8s import GPU_TRAINING_TAGS
 from orchestration.resources import FlywheelResource
 from training.stages import activation_sweep, train_dual_prior, train_variant
 
@@ -34,7 +35,8 @@ def _metadata(settings, run) -> dict:
 
 def _training_asset(name: str, beta: float | None, description: str):
     @dg.asset(name=name, group_name="training", kinds={"pytorch", "mlflow"}, deps=[cosmicman_hq_snapshot],
-              pool=ACCELERATOR_POOL, automation_condition=on_new_data(), description=description)
+              pool=ACCELERATOR_POOL, op_tags=GPU_TRAINING_TAGS, automation_condition=on_new_data(),
+              description=description)
     def _asset(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
         settings = flywheel.settings
         run = train_variant(settings, name.removesuffix("_checkpoint").replace("_", "-"), beta=beta,
@@ -52,6 +54,7 @@ daring_checkpoint = _training_asset(
 
 
 @dg.asset(group_name="training", kinds={"pytorch", "mlflow"}, deps=[cosmicman_hq_snapshot], pool=ACCELERATOR_POOL,
+          op_tags=GPU_TRAINING_TAGS,
           description="CosmicMan Prime: one Daring run per configured activation, same data and seed, compared in MLflow.")
 def activation_sweep_checkpoints(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
     runs = activation_sweep(flywheel.settings, tags={"dagster.run_id": context.run_id})
@@ -61,7 +64,7 @@ def activation_sweep_checkpoints(context: dg.AssetExecutionContext, flywheel: Fl
         ("activation", "string"), ("model_version", "string"), ("attention_iou", "float"), ("final_loss_noise", "float")])})
 
 
-@dg.asset(group_name="training", kinds={"pytorch", "mlflow"}, pool=ACCELERATOR_POOL,
+@dg.asset(group_name="training", kinds={"pytorch", "mlflow"}, pool=ACCELERATOR_POOL, op_tags=GPU_TRAINING_TAGS,
           # the plain fine-tune is the pretrained denoiser it adapts when dual_prior.base_variant names it
           deps=[cosmicman_hq_snapshot, plain_finetune_checkpoint],
           automation_condition=on_new_data(same_run_as=("plain_finetune_checkpoint",)),
