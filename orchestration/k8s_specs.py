@@ -119,6 +119,7 @@ def _offline_kubeconfig() -> Iterator[str]:
 def run_launcher_from_config(instance_config: Mapping[str, Any]):
     """The ``K8sRunLauncher`` the instance config names, its config processed by the launcher's own
     schema (defaults filled in, env resolved); kube config from the offline kubeconfig."""
+    import kubernetes.client
     from dagster._config import process_config
     from dagster._core.errors import DagsterInvalidConfigError
     from dagster._serdes.config_class import class_from_code_pointer
@@ -134,8 +135,14 @@ def run_launcher_from_config(instance_config: Mapping[str, Any]):
     if not result.success:
         raise DagsterInvalidConfigError("run_launcher config", result.errors, config)
     value = {**result.value, "load_incluster_config": False}
-    with _offline_kubeconfig() as kubeconfig:
-        return cls.from_config_value(None, {**value, "kubeconfig_file": kubeconfig})
+    # loading a kubeconfig sets the client's process-wide default; the launcher's clients keep the
+    # offline server, the default is put back
+    saved = kubernetes.client.Configuration.get_default_copy()
+    try:
+        with _offline_kubeconfig() as kubeconfig:
+            return cls.from_config_value(None, {**value, "kubeconfig_file": kubeconfig})
+    finally:
+        kubernetes.client.Configuration.set_default(saved)
 
 
 def executor_config() -> dict:
