@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DVC_ENV := .tools/dvc
 export DAGSTER_HOME ?= $(CURDIR)/workspace/dagster_home
 
-.PHONY: demo test env ui mlflow-ui label-studio bench clean browser postgres evaluate pretrain-base
+.PHONY: demo test env ui mlflow-ui label-studio bench clean browser postgres evaluate pretrain-base prod-check
 
 # The project environment: every pin comes from requirements.lock (generated with
 # `uv pip compile`, see README), installed without resolution so nothing drifts.
@@ -54,6 +54,12 @@ bench: env
 	-$(BIN)/python benchmarks/judge_accuracy.py
 	-$(BIN)/python benchmarks/truth_judge.py
 	-$(BIN)/python benchmarks/base_model.py
+
+# Offline check of the production config: the Dagster instance yaml against Dagster's schema, every
+# Kubernetes Job the run launcher and k8s_job_executor would submit (strict API schema), the
+# docker-compose services and the accelerate configs. Connects to nothing.
+prod-check: $(BIN)/.installed
+	$(BIN)/python -m orchestration.prod_check
 
 # Headless Chromium for the report-rendering test (Debian's package; installing it needs root or sudo).
 browser:
