@@ -14,7 +14,7 @@ from flywheel.protocol import load_protocol
 from flywheel.stages import annotate_pool, read_annotations
 from flywheel.stages import annotation_iteration as run_iteration
 from flywheel.validation.annotations import validate_annotations
-from orchestration.k8s import CPU_ANNOTATION_TAGS
+from orchestration.k8s import CPU_DATA_TAGS
 from orchestration.resources import FlywheelResource
 
 ANNOTATION_CONTENT = ("record_id", "sha256", "parsing_sha256", "answers", "caption")  # what a snapshot is made of
@@ -26,7 +26,7 @@ POOL_VERSION = "filtered_pool_data_version"
     kinds={"pytorch", "mlflow"},
     deps=[filtered_pool],
     partitions_def=annotation_iterations,
-    op_tags=CPU_ANNOTATION_TAGS,
+    op_tags=CPU_DATA_TAGS,
     description="One Annotate Anyone iteration: measure the annotator per category on I_e, ask people for labels on "
     "the categories below target only, fine-tune, measure again. One MLflow run each.",
 )
@@ -62,7 +62,7 @@ def annotation_iteration(context: dg.AssetExecutionContext, flywheel: FlywheelRe
     group_name="annotation",
     kinds={"parquet"},
     deps=[annotation_iteration],
-    op_tags=CPU_ANNOTATION_TAGS,
+    op_tags=CPU_DATA_TAGS,
     description="Every kept image with its parsing map, answers to every applicable protocol question (people's "
     "labels where they exist, the final annotator elsewhere) and its grouped caption.",
 )

@@ -11,6 +11,7 @@ from assets.sourcing import raw_images
 from flywheel.preview import contact_sheet, decode_rgb, markdown_image
 from flywheel.stages import filter_pool, read_filtered_pool
 from flywheel.validation.filtered_pool import validate_filtered_pool
+from orchestration.k8s import CPU_DATA_TAGS
 from orchestration.resources import FlywheelResource, RayEngine
 
 
@@ -18,6 +19,7 @@ from orchestration.resources import FlywheelResource, RayEngine
     group_name="filtering",
     kinds={"python", "parquet"},
     deps=[raw_images],
+    op_tags=CPU_DATA_TAGS,
     automation_condition=after_new_batches(),
     description="Every fetched image with its scores and verdict: decodable, large enough, not a duplicate, "
     "exactly one person, a large enough face, good enough quality. Rejected rows keep their reasons.",

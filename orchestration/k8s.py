@@ -48,17 +48,14 @@ def _step_config(cpu: str, memory: str, memory_limit: str, gpus: int = 0) -> dic
 # and judges on the GPU too. Data steps: cores for the process pools, memory for decoded images.
 GPU_TRAINING = _step_config(cpu="8", memory="32Gi", memory_limit="48Gi", gpus=1)
 GPU_EVALUATION = _step_config(cpu="8", memory="24Gi", memory_limit="32Gi", gpus=1)
-CPU_ANNOTATION = _step_config(cpu="4", memory="8Gi", memory_limit="16Gi")
-CPU_FILTER = _step_config(cpu="4", memory="8Gi", memory_limit="16Gi")
+CPU_DATA = _step_config(cpu="4", memory="8Gi", memory_limit="16Gi")  # filter chain and annotation
 
 GPU_TRAINING_TAGS = {K8S_CONFIG_TAG: GPU_TRAINING}
 GPU_EVALUATION_TAGS = {K8S_CONFIG_TAG: GPU_EVALUATION}
-CPU_ANNOTATION_TAGS = {K8S_CONFIG_TAG: CPU_ANNOTATION}
+CPU_DATA_TAGS = {K8S_CONFIG_TAG: CPU_DATA}
 
-# k8s_job_executor's own config. filtered_pool's request is set here by op name
-# (per_step_k8s_config, merged over op tags by the executor) rather than as op tags in
-# assets/filtering.py; the effect on its step Job is the same.
-EXECUTOR_CONFIG: dict[str, Any] = {"per_step_k8s_config": {"filtered_pool": CPU_FILTER}}
+# k8s_job_executor's own config: every step's request travels as its op's tags, so nothing per step here
+EXECUTOR_CONFIG: dict[str, Any] = {}
 
 
 def executor_kind(env: Mapping[str, str] | None = None) -> str:
