@@ -50,17 +50,18 @@ def test_dagster_materializes_the_demo_chain_on_postgres(workspace, postgres_ser
            "DAGSTER_PG_USER": user, "DAGSTER_PG_PASSWORD": "unused-trust-auth", "DAGSTER_PG_DB": "dagster",
            "COSMICMAN_SYNTHETIC__COUNT": "16", "COSMICMAN_FILTER__WORKERS": "2"}
     key = "synthetic--20260101T000000Z"
-    steps = (["instance", "migrate"],  # what a deployment runs once against a new database
-             ["asset", "materialize", "-m", "orchestration.definitions", "--select", "key:raw_images", "--partition", key],
-             ["asset", "materialize", "-m", "orchestration.definitions", "--select", "key:filtered_pool"])
-    for i, args in enumerate(steps):
-        if i == 1:  # the partition exists once the instance does, as the schedule adds it
-            for k in (k for k in env if k.startswith("DAGSTER_PG_")):
-                monkeypatch.setenv(k, env[k])
-            inst = dg.DagsterInstance.from_config(str(home))
-            inst.add_dynamic_partitions("source_batches", [key])
+
+    def dagster(*args):
         proc = subprocess.run([str(BIN / "dagster"), *args], env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    dagster("instance", "migrate")  # what a deployment runs once against a new database
+    for k in (k for k in env if k.startswith("DAGSTER_PG_")):
+        monkeypatch.setenv(k, env[k])
+    inst = dg.DagsterInstance.from_config(str(home))
+    inst.add_dynamic_partitions("source_batches", [key])  # as the schedule adds it
+    dagster("asset", "materialize", "-m", "orchestration.definitions", "--select", "key:raw_images", "--partition", key)
+    dagster("asset", "materialize", "-m", "orchestration.definitions", "--select", "key:filtered_pool")
 
     assert "PostgresEventLogStorage" in type(inst.event_log_storage).__name__
     pool = read_manifest(load_settings().manifests_dir / "filtered_pool.parquet", FILTERED_POOL)
