@@ -66,12 +66,14 @@ class EvalContext:
         return Judge.features(self.judge.views(list(images)))
 
     def real_features(self, size: tuple[int, int]) -> np.ndarray:
-        """Real test images resized to the generated size, through the same feature path."""
+        """Real test images cropped to the generated aspect and resized to its size, through the same feature path."""
         import cv2
+
+        from training.data import crop_box, fit
 
         key = f"{size[0]}x{size[1]}"
         if key not in self._real_features:
-            real = np.stack([cv2.resize(s.image, (size[1], size[0]), interpolation=cv2.INTER_AREA) for s in self.held_out]) \
+            real = np.stack([fit(s.image, crop_box(s.image.shape[:2], size), size, cv2.INTER_AREA) for s in self.held_out]) \
                 if self.held_out else np.zeros((0, *size, 3), np.uint8)
             self._real_features[key] = self.features(real) if len(real) else np.zeros((0, 1))
         return self._real_features[key]
@@ -132,7 +134,12 @@ class ModelEvaluation:
 def evaluate_model(model: ModelUnderTest, ctx: EvalContext) -> ModelEvaluation:
     from training.alignment import attention_iou
     from training.attention import AttentionStore
-    from training.data import DaringDataset, DiscretizeSettings
+    from training.data import (
+        DaringDataset,
+        DiscretizeSettings,
+        bucket_size,
+        median_aspect,
+    )
     from training.run import attention_figure
     from training.sampling import generate
 
@@ -141,7 +148,8 @@ def evaluate_model(model: ModelUnderTest, ctx: EvalContext) -> ModelEvaluation:
     base = model.load()
     base.unet.eval()
     out.has_vae = base.vae is not None
-    h, w = base.image_size
+    # every model generates at the held-out images' aspect (a square SD base included), never squashed
+    h, w = bucket_size(base, median_aspect(ctx.held_out)) if ctx.held_out else base.image_size
     prompts = [p for p in ctx.prompts for _ in s.seeds]
     seeds = [sd for _ in ctx.prompts for sd in s.seeds]
     if prompts:
@@ -188,7 +196,7 @@ def evaluate_model(model: ModelUnderTest, ctx: EvalContext) -> ModelEvaluation:
     # attention-mask alignment on held-out real samples, captured as in training
     held = ctx.held_out[:s.attention_samples]
     if held:
-        ds = DaringDataset(held, ctx.protocol, base.tokenizer, DiscretizeSettings.for_evaluation(base))
+        ds = DaringDataset(held, ctx.protocol, base.tokenizer, DiscretizeSettings.for_evaluation(base, held), base.tokenizer_2)
         iou = attention_iou(base, base.unet, ds, ctx.attention_levels, ctx.attention_layers)
         out.metrics.update({f"attention_{k}": v for k, v in iou.items() if k != "groups" and not np.isnan(v)})
         out.attention_png = png_bytes(attention_figure(base, base.unet, ds, AttentionStore()))

@@ -101,3 +101,42 @@ def test_both_stages_train_only_the_pose_row_resume_and_generate_with_the_token(
     final = load_with_prior(base_dir, resumed.final_dir)
     images = generate(final, final.unet, ["a woman, <sds>"], [0], 96, 64, steps=2)
     assert images.shape == (1, 96, 64, 3)
+
+
+def test_binding_is_computed_per_map_and_averaged_over_maps():
+    """Three supervised tokens at two resolutions: each map normalised on its own, the loss the
+    mean of the per-map losses (the paper's sums over the map set), not the loss of one averaged map."""
+    from training.dual_prior.binding import supervised_maps, token_maps
+
+    g = torch.Generator().manual_seed(3)
+    maps = {(8, 4): torch.rand(2, 6, 8, 4, generator=g), (4, 2): torch.rand(2, 6, 4, 2, generator=g)}
+    maps[(8, 4)][0, 1, :4] *= 8  # one token strongly inside the mask, another leaking outside it
+    maps[(8, 4)][0, 4, 4:] *= 3
+    tokens = torch.zeros(2, 6, dtype=torch.bool)
+    tokens[0, [1, 2, 4]] = True
+    tokens[1, 2] = True
+    mask = torch.zeros(2, 8, 4)
+    mask[:, :4] = 1
+    per_map, selected = supervised_maps(maps, tokens, (8, 4))
+    got = bind_loss(per_map, mask, tokens.any(1), 0.1, selected)
+    expected = {"suppress": [], "margin": [], "scale": []}
+    for b in range(2):
+        per_sample = {k: [] for k in expected}
+        for m in maps.values():
+            for t in tokens[b].nonzero()[:, 0]:
+                up = torch.nn.functional.interpolate(m[b, t][None, None], size=(8, 4), mode="bilinear", align_corners=False)[0, 0]
+                up = up / (up.max() + 1e-6)
+                per_sample["suppress"].append(suppression_loss(up[None], mask[b][None]))
+                per_sample["margin"].append(margin_loss(up[None], mask[b][None], 0.1))
+                per_sample["scale"].append(scale_loss(up[None], mask[b][None]))
+        for k in expected:
+            expected[k].append(torch.cat(per_sample[k]).mean())
+    for k in expected:
+        assert got[k].item() == pytest.approx(torch.stack(expected[k]).mean().item(), rel=1e-5)
+    # one token exactly on the mask, one exactly off it: per map, suppression is 0 and 0.5 (mean 0.25);
+    # their average is flat, normalised to 1 everywhere, and suppresses 0.5
+    on_off = {(8, 4): torch.stack([mask[0], 1 - mask[0]])[None]}
+    both = torch.tensor([[True, True]])
+    per_map, selected = supervised_maps(on_off, both, (8, 4))
+    assert bind_loss(per_map, mask[:1], both.any(1), 0.1, selected)["suppress"].item() == pytest.approx(0.25, abs=1e-5)
+    assert bind_loss(token_maps(on_off, both, (8, 4)), mask[:1], both.any(1), 0.1)["suppress"].item() == pytest.approx(0.5, abs=1e-5)

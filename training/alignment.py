@@ -18,7 +18,7 @@ from training.attention import AttentionStore, install_capture, remove_capture
 from training.base_model import BaseModel
 from training.data import collate
 from training.hola import normalise_maps
-from training.sampling import encode_text
+from training.sampling import encode_batch
 
 
 def topk_iou(attention: np.ndarray, mask: np.ndarray) -> float:
@@ -33,17 +33,17 @@ def topk_iou(attention: np.ndarray, mask: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def captured_maps(base: BaseModel, unet, pixel_values: torch.Tensor, input_ids: torch.Tensor, store: AttentionStore,
-                  timestep: int = 300, seed: int = 0) -> dict[tuple[int, int], torch.Tensor]:
-    """One denoising forward of real images noised to ``timestep`` (fixed noise): the captured
-    maps by resolution (see :meth:`AttentionStore.by_resolution`)."""
+def captured_maps(base: BaseModel, unet, batch: dict, store: AttentionStore, timestep: int = 300, seed: int = 0
+                  ) -> dict[tuple[int, int], torch.Tensor]:
+    """One denoising forward of a batch's real images noised to ``timestep`` (fixed noise), conditioned
+    as in training: the captured maps by resolution (see :meth:`AttentionStore.by_resolution`)."""
     device = next(unet.parameters()).device
-    x = pixel_values.to(device)
+    x = batch["pixel_values"].to(device)
     if base.vae is not None:
         x = base.vae.encode(x).latent_dist.mean * base.vae.config.scaling_factor
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)).to(device)
     t = torch.full((x.shape[0],), timestep, device=device, dtype=torch.long)
-    context, added = encode_text(base, input_ids)
+    context, added = encode_batch(base, batch)
     store.clear()
     store.latent_size = tuple(x.shape[-2:])
     store.recording = True
@@ -59,7 +59,7 @@ def captured_maps(base: BaseModel, unet, pixel_values: torch.Tensor, input_ids: 
 def group_maps(base: BaseModel, unet, batch: dict, store: AttentionStore, timestep: int = 300, seed: int = 0
                ) -> torch.Tensor:
     """(B, G, H, W) mean normalised attention map per group, at the masks' resolution."""
-    maps = captured_maps(base, unet, batch["pixel_values"], batch["input_ids"], store, timestep, seed)
+    maps = captured_maps(base, unet, batch, store, timestep, seed)
     device = next(unet.parameters()).device
     masks = batch["masks"].to(device)
     g = masks.shape[1]

@@ -2,7 +2,11 @@
 
 ``load_base(path)`` reads the diffusers layout (``model_index.json``, ``unet/``,
 ``text_encoder/``, ``tokenizer/``, ``scheduler/``, optional ``vae/``; SDXL adds
-``text_encoder_2/`` and ``tokenizer_2/``). A model without a VAE works in pixel space.
+``text_encoder_2/`` and ``tokenizer_2/``). A model without a VAE works in pixel space. A
+directory holding only one weight variant (``*.fp16.safetensors``) loads that variant; weights
+are used in float32 here (mixed precision is the trainer's business). Training noises with
+DDPM on the directory's scheduler config; the config itself (class and every field) is kept and
+written back unchanged by :meth:`BaseModel.save`, so a fine-tune keeps the user's scheduler.
 
 The embedded default is ``models/embedded-base`` (pretrained by :mod:`training.pretrain`; its
 ``checksums.sha256`` is verified here at load). ``create_tiny_base(folder, protocol)`` writes a
@@ -50,10 +54,16 @@ class BaseModel:
     vae: AutoencoderKL | None = None
     text_encoder_2: torch.nn.Module | None = None
     tokenizer_2: object | None = None
+    scheduler_config: dict | None = None  # the directory's scheduler_config.json as written (class included)
+    force_zeros_for_empty_prompt: bool = False  # SDXL: the unconditional branch is zeros, not the encoded ""
 
     @property
     def is_sdxl(self) -> bool:
         return self.text_encoder_2 is not None
+
+    def text_pairs(self) -> list[tuple[object, torch.nn.Module]]:
+        """(tokenizer, text encoder) of each encoder the UNet is conditioned on (two for SDXL)."""
+        return [(self.tokenizer, self.text_encoder)] + ([(self.tokenizer_2, self.text_encoder_2)] if self.is_sdxl else [])
 
     @property
     def latent_channels(self) -> int:
@@ -83,9 +93,13 @@ class BaseModel:
         self.text_encoder.save_pretrained(folder / "text_encoder")
         self.tokenizer.save_pretrained(folder / "tokenizer")
         self.scheduler.save_pretrained(folder / "scheduler")
+        scheduler_class = "DDPMScheduler"
+        if self.scheduler_config:  # the user's scheduler, not the DDPM view training used
+            (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(self.scheduler_config, indent=2))
+            scheduler_class = self.scheduler_config.get("_class_name", scheduler_class)
         index = {"_class_name": "StableDiffusionXLPipeline" if self.is_sdxl else "StableDiffusionPipeline",
                  "_diffusers_version": _diffusers_version(),
-                 "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", "DDPMScheduler"],
+                 "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", scheduler_class],
                  "text_encoder": ["transformers", type(self.text_encoder).__name__],
                  "tokenizer": ["transformers", type(self.tokenizer).__name__],
                  "vae": ["diffusers", "AutoencoderKL"] if self.vae is not None else [None, None]}
@@ -96,6 +110,7 @@ class BaseModel:
             self.tokenizer_2.save_pretrained(folder / "tokenizer_2")
             index["text_encoder_2"] = ["transformers", type(self.text_encoder_2).__name__]
             index["tokenizer_2"] = ["transformers", type(self.tokenizer_2).__name__]
+            index["force_zeros_for_empty_prompt"] = self.force_zeros_for_empty_prompt
         (folder / "model_index.json").write_text(json.dumps(index, indent=1))
         return folder
 
@@ -106,8 +121,21 @@ def _diffusers_version() -> str:
     return diffusers.__version__
 
 
-def load_unet(path: Path, act_fn: str | None = None) -> UNet2DConditionModel:
-    unet = UNet2DConditionModel.from_pretrained(path / "unet")
+def weight_variant(folder: Path) -> str | None:
+    """The variant to load from a component folder: None when plain weights are there, else the
+    one variant present (``diffusion_pytorch_model.fp16.safetensors`` -> "fp16")."""
+    names = [f.name for f in Path(folder).iterdir() if f.suffix in (".safetensors", ".bin")] if Path(folder).is_dir() else []
+    if not names or any(n.count(".") == 1 for n in names):
+        return None
+    variants = sorted({n.split(".")[-2] for n in names})
+    if len(variants) > 1:
+        raise BaseModelError(f"{folder}: weights in several variants ({', '.join(variants)}) and none plain; pass variant=")
+    return variants[0]
+
+
+def load_unet(path: Path, act_fn: str | None = None, variant: str | None = None) -> UNet2DConditionModel:
+    unet = UNet2DConditionModel.from_pretrained(path / "unet", variant=variant or weight_variant(path / "unet"),
+                                                torch_dtype=torch.float32)
     if act_fn and act_fn != unet.config.act_fn:
         if act_fn not in ACTIVATIONS:
             raise BaseModelError(f"act_fn {act_fn!r}: not an activation diffusers supports ({', '.join(ACTIVATIONS)})")
@@ -117,7 +145,9 @@ def load_unet(path: Path, act_fn: str | None = None) -> UNet2DConditionModel:
     return unet
 
 
-def load_base(path: str | Path, act_fn: str | None = None) -> BaseModel:
+def load_base(path: str | Path, act_fn: str | None = None, variant: str | None = None) -> BaseModel:
+    """The base model in ``path`` (see the module docstring); ``variant`` picks a weight variant
+    (default: the plain weights, or the only variant present)."""
     path = Path(path)
     index_path = path / "model_index.json"
     if not index_path.exists():
@@ -131,15 +161,25 @@ def load_base(path: str | Path, act_fn: str | None = None) -> BaseModel:
         raise BaseModelError(str(exc)) from None
     index = json.loads(index_path.read_text())
     sdxl = (path / "text_encoder_2").is_dir()
+
+    def weights(cls, part: str):
+        dtype = {"dtype" if cls.__module__.startswith("transformers") else "torch_dtype": torch.float32}
+        return cls.from_pretrained(path / part, variant=variant or weight_variant(path / part), **dtype)
+
+    scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text()) \
+        if (path / "scheduler" / "scheduler_config.json").exists() else None
     model = BaseModel(
         path=path,
-        unet=load_unet(path, act_fn),
-        text_encoder=CLIPTextModel.from_pretrained(path / "text_encoder"),
+        unet=load_unet(path, act_fn, variant),
+        text_encoder=weights(CLIPTextModel, "text_encoder"),
         tokenizer=AutoTokenizer.from_pretrained(path / "tokenizer", use_fast=True),
         scheduler=DDPMScheduler.from_pretrained(path / "scheduler"),
-        vae=AutoencoderKL.from_pretrained(path / "vae") if (path / "vae").is_dir() and index.get("vae", [None])[0] else None,
-        text_encoder_2=CLIPTextModelWithProjection.from_pretrained(path / "text_encoder_2") if sdxl else None,
+        vae=weights(AutoencoderKL, "vae") if (path / "vae").is_dir() and index.get("vae", [None])[0] else None,
+        text_encoder_2=weights(CLIPTextModelWithProjection, "text_encoder_2") if sdxl else None,
         tokenizer_2=AutoTokenizer.from_pretrained(path / "tokenizer_2", use_fast=True) if sdxl else None,
+        scheduler_config=scheduler_config,
+        # diffusers' StableDiffusionXLPipeline defaults to True when model_index.json does not say
+        force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt", True)) if sdxl else False,
     )
     if not model.tokenizer.is_fast:
         raise BaseModelError(f"{path}/tokenizer: a fast tokenizer is needed (Daring's token spans use offset mappings)")

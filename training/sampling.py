@@ -15,25 +15,56 @@ from diffusers import DDIMScheduler
 from training.base_model import BaseModel
 
 
-def encode_text(base: BaseModel, input_ids: torch.Tensor, input_ids_2: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, dict | None]:
+def encode_text(base: BaseModel, input_ids: torch.Tensor, input_ids_2: torch.Tensor | None = None,
+                size: tuple[int, int] | None = None) -> tuple[torch.Tensor, dict | None]:
     """Encoder hidden states for the UNet (SD 1.5: the text encoder's last layer; SDXL: both
-    encoders' penultimate layers concatenated, plus pooled embeddings and size ids)."""
+    encoders' penultimate layers concatenated, plus encoder 2's pooled embedding and the size ids),
+    as diffusers' pipelines compute them. SDXL needs ``input_ids_2`` from ``tokenizer_2``
+    (it pads differently, so tokenizer 1's ids would give encoder 2 another context); ``size`` is
+    the (h, w) of the images in pixels for SDXL's size ids (default the base's)."""
     device = next(base.text_encoder.parameters()).device
     if not base.is_sdxl:
         return base.text_encoder(input_ids.to(device))[0], None
+    if input_ids_2 is None:
+        raise ValueError("encode_text: an SDXL base needs input_ids_2 (the prompt tokenized by tokenizer_2)")
     out1 = base.text_encoder(input_ids.to(device), output_hidden_states=True)
-    out2 = base.text_encoder_2((input_ids_2 if input_ids_2 is not None else input_ids).to(device), output_hidden_states=True)
+    out2 = base.text_encoder_2(input_ids_2.to(device), output_hidden_states=True)
     hidden = torch.cat([out1.hidden_states[-2], out2.hidden_states[-2]], dim=-1)
-    b = input_ids.shape[0]
-    h, w = base.image_size
-    size = torch.tensor([h, w, 0, 0, h, w], device=device, dtype=hidden.dtype)
-    return hidden, {"text_embeds": out2.text_embeds, "time_ids": size.repeat(b, 1)}
+    return hidden, {"text_embeds": out2.text_embeds, "time_ids": size_ids(base, input_ids.shape[0], hidden, size)}
+
+
+def size_ids(base: BaseModel, batch: int, like: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """SDXL's micro-conditioning: original size, crop top-left (0, 0), target size."""
+    h, w = size or base.image_size
+    return torch.tensor([h, w, 0, 0, h, w], device=like.device, dtype=like.dtype).repeat(batch, 1)
 
 
 def tokenize(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
     return tokenizer(list(prompts), padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
                      return_tensors="pt").input_ids
+
+
+def encode_prompts(base: BaseModel, prompts: Sequence[str], size: tuple[int, int] | None = None
+                   ) -> tuple[torch.Tensor, dict | None]:
+    """:func:`encode_text` of prompts, tokenized by each of the base's tokenizers."""
+    return encode_text(base, tokenize(base.tokenizer, prompts), tokenize(base.tokenizer_2, prompts) if base.is_sdxl else None,
+                       size)
+
+
+def encode_batch(base: BaseModel, batch: dict) -> tuple[torch.Tensor, dict | None]:
+    """:func:`encode_text` of a training or evaluation batch (``input_ids``, SDXL's ``input_ids_2``,
+    size ids from its ``pixel_values``): the same conditioning in training as in sampling."""
+    return encode_text(base, batch["input_ids"], batch.get("input_ids_2"), tuple(batch["pixel_values"].shape[-2:]))
+
+
+def unconditional(base: BaseModel, n: int, size: tuple[int, int] | None = None) -> tuple[torch.Tensor, dict | None]:
+    """The classifier-free guidance branch: the encoded empty prompt, or zeros where the SDXL
+    pipeline's ``force_zeros_for_empty_prompt`` says so (its real default)."""
+    context, added = encode_prompts(base, [""] * n, size)
+    if base.force_zeros_for_empty_prompt:
+        context = torch.zeros_like(context)
+        added = {**added, "text_embeds": torch.zeros_like(added["text_embeds"])}
+    return context, added
 
 
 @torch.no_grad()
@@ -42,15 +73,14 @@ def generate(base: BaseModel, unet, prompts: Sequence[str], seeds: Sequence[int]
     """(N, H, W, 3) uint8 images, one per (prompt, seed)."""
     device = next(unet.parameters()).device
     dtype = next(unet.parameters()).dtype
-    scheduler = DDIMScheduler.from_config(base.scheduler.config)
+    # from the directory's own config, as a diffusers pipeline builds its scheduler
+    scheduler = DDIMScheduler.from_config(base.scheduler_config or base.scheduler.config)
     out = []
     lh, lw = height // base.vae_scale, width // base.vae_scale
     for i in range(0, len(prompts), batch_size):
         batch, batch_seeds = list(prompts[i:i + batch_size]), list(seeds[i:i + batch_size])
-        cond, added = encode_text(base, tokenize(base.tokenizer, batch),
-                                  tokenize(base.tokenizer_2, batch) if base.is_sdxl else None)
-        uncond, added_u = encode_text(base, tokenize(base.tokenizer, [""] * len(batch)),
-                                      tokenize(base.tokenizer_2, [""] * len(batch)) if base.is_sdxl else None)
+        cond, added = encode_prompts(base, batch, (height, width))
+        uncond, added_u = unconditional(base, len(batch), (height, width))
         context = torch.cat([uncond, cond]).to(dtype)
         extra = {"added_cond_kwargs": {k: torch.cat([added_u[k], added[k]]) for k in added}} if added else {}
         x = torch.stack([torch.randn(base.latent_channels, lh, lw, generator=torch.Generator().manual_seed(int(s)))

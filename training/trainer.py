@@ -25,7 +25,7 @@ from training.checkpoints import checkpoints, save_checkpoint
 from training.data import DaringDataset, DiscretizeSettings, collate
 from training.denoising import denoising_target, min_snr_weights
 from training.hola import hola_loss
-from training.sampling import encode_text
+from training.sampling import encode_batch
 from training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,9 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
     captured = install_capture(unet, store, s.attention_levels, s.attention_layers) if s.beta > 0 else []
     ema = EMAModel([p for p in unet.parameters() if p.requires_grad], decay=s.ema_decay) if s.use_ema else None
 
-    dataset = DaringDataset(dataset_samples, protocol, base.tokenizer, DiscretizeSettings.for_model(base, **s.discretize))
+    dataset_samples = list(dataset_samples)
+    dataset = DaringDataset(dataset_samples, protocol, base.tokenizer, DiscretizeSettings.for_model(base, dataset_samples, **s.discretize),
+                            base.tokenizer_2)
     if len(dataset) == 0:
         raise ValueError("training: the snapshot split has no samples")
     loader = torch.utils.data.DataLoader(dataset, batch_size=s.batch_size, shuffle=True, collate_fn=collate, drop_last=len(dataset) >= s.batch_size,
@@ -134,7 +136,7 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
                 t = torch.randint(0, scheduler.config.num_train_timesteps, (x.shape[0],), device=x.device).long()
                 noisy = scheduler.add_noise(x, noise, t)
                 with torch.set_grad_enabled(s.train_text_encoder):
-                    context, added = encode_text(base, batch["input_ids"])
+                    context, added = encode_batch(base, batch)
                 store.clear()
                 store.latent_size = tuple(x.shape[-2:])
                 store.recording = s.beta > 0
@@ -189,6 +191,8 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     final.set_attn_processor(AttnProcessor2_0())
+    # the size it was trained at (the snapshot's aspect bucket) becomes the pipeline's default size
+    final.register_to_config(sample_size=[dataset.s.height // base.vae_scale, dataset.s.width // base.vae_scale])
     unet_dir = output_dir / "final"
     if s.train_text_encoder:
         base.text_encoder = accelerator.unwrap_model(text_encoder).eval()

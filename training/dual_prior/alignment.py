@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from training.alignment import captured_maps, topk_iou
 from training.attention import AttentionStore, install_capture, remove_capture
 from training.dual_prior.binding import token_maps
 from training.dual_prior.data import collate_dual
-from training.alignment import captured_maps, topk_iou
 
 
 @torch.no_grad()
@@ -20,7 +20,7 @@ def prior_iou(base, unet, dataset, levels=None, timestep: int = 300, batch_size:
     try:
         for i in range(0, len(dataset), batch_size):
             batch = collate_dual([dataset[j] for j in range(i, min(len(dataset), i + batch_size))])
-            maps = captured_maps(base, unet, batch["pixel_values"], batch["input_ids"], store, timestep, seed + i)
+            maps = captured_maps(base, unet, batch, store, timestep, seed + i)
             size = tuple(batch["shape_mask"].shape[-2:])
             shape = token_maps(maps, batch["human_tokens"], size).numpy()
             pose = token_maps(maps, batch["pose_tokens"], size).numpy()
@@ -42,5 +42,7 @@ def eval_dataset(samples, protocol, base, settings):
     from training.dual_prior.data import DualPriorDataset
 
     map_size = tuple(settings.map_size) if settings.map_size else base.latent_size
-    return DualPriorDataset(samples, protocol, base.tokenizer, DiscretizeSettings.for_evaluation(base), settings.pose_token, map_size, tuple(settings.human_words), settings.body_group,
-                            settings.skeleton_thickness)
+    samples = list(samples)
+    return DualPriorDataset(samples, protocol, base.tokenizer, DiscretizeSettings.for_evaluation(base, samples), settings.pose_token,
+                            map_size, tuple(settings.human_words), settings.body_group, settings.skeleton_thickness,
+                            tokenizer_2=base.tokenizer_2)

@@ -12,7 +12,10 @@ spatial maximum (so it can reach a binary mask's scale). For a map M̂ and its m
 - scale (Eq. 6): (1/HW)·||M̂ − M||².
 
 L_bind = L_s + L_margin + L_scale for shape (human tokens vs the person mask M_shape) and
-for pose (the pose token vs the skeleton mask M_pose), averaged over the supervised maps.
+for pose (the pose token vs the skeleton mask M_pose), computed per map and averaged over the
+supervised maps (every selected token at every captured resolution: :func:`supervised_maps`), then
+over samples. Averaging the maps first and normalising once (:func:`token_maps`) is a different loss:
+one token's strong map would hide another's leak. The critics and the IoU read the averaged map.
 """
 
 from __future__ import annotations
@@ -66,27 +69,50 @@ def token_maps(maps: dict[tuple[int, int], torch.Tensor], token_mask: torch.Tens
     return acc / (acc.flatten(1).amax(1)[:, None, None] + 1e-6)
 
 
+def supervised_maps(maps: dict[tuple[int, int], torch.Tensor], token_mask: torch.Tensor, size: tuple[int, int]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every captured map of every selected token, each upsampled to ``size`` and divided by its
+    own maximum: ((B, K, H, W) maps, (B, K) bool which are selected), K = tokens x resolutions.
+    Only the tokens selected somewhere in the batch are kept, so K stays small."""
+    cols = token_mask.any(0).nonzero()[:, 0]
+    out, valid = [], []
+    for m in maps.values():
+        up = F.interpolate(m[:, cols], size=size, mode="bilinear", align_corners=False)
+        out.append(up / (up.flatten(2).amax(2)[..., None, None] + 1e-6))
+        valid.append(token_mask[:, cols])
+    return torch.cat(out, 1), torch.cat(valid, 1)
+
+
 def suppression_loss(m: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (m * (mask < 0.5)).flatten(1).mean(1)
+    return (m * (mask < 0.5)).flatten(-2).mean(-1)
 
 
 def margin_loss(m: torch.Tensor, mask: torch.Tensor, delta: float = 0.1) -> torch.Tensor:
+    mask = mask.expand_as(m)
     inside, outside = mask >= 0.5, mask < 0.5
-    f = torch.where(inside, m, torch.full_like(m, float("inf"))).flatten(1).amin(1)
-    g = torch.where(outside, m, torch.full_like(m, float("-inf"))).flatten(1).amax(1)
-    ok = inside.flatten(1).any(1) & outside.flatten(1).any(1)
+    f = torch.where(inside, m, torch.full_like(m, float("inf"))).flatten(-2).amin(-1)
+    g = torch.where(outside, m, torch.full_like(m, float("-inf"))).flatten(-2).amax(-1)
+    ok = inside.flatten(-2).any(-1) & outside.flatten(-2).any(-1)
     return torch.where(ok, F.relu(g - f + delta), torch.zeros_like(f))
 
 
 def scale_loss(m: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return ((m - mask) ** 2).flatten(1).mean(1)
+    return ((m - mask) ** 2).flatten(-2).mean(-1)
 
 
-def bind_loss(m: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, delta: float = 0.1) -> dict[str, torch.Tensor]:
-    """The three terms and their sum, averaged over samples with ``valid`` (a token and a mask)."""
-    v = valid.to(m.dtype)
+def bind_loss(m: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, delta: float = 0.1,
+              map_valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The three terms and their sum: per map, averaged over each sample's maps (``m`` (B, K, H, W)
+    with ``map_valid`` (B, K), or one map per sample (B, H, W)), then over samples with ``valid``
+    (a token and a mask). ``mask``: (B, H, W)."""
+    if m.dim() == 3:
+        m, map_valid = m[:, None], torch.ones(m.shape[0], 1, dtype=torch.bool, device=m.device)
+    per_map = map_valid.to(m.dtype)
+    count = per_map.sum(1)
+    v = valid.to(m.dtype) * (count > 0)
     n = v.sum().clamp(min=1)
+    mask = mask[:, None]
     terms = {"suppress": suppression_loss(m, mask), "margin": margin_loss(m, mask, delta), "scale": scale_loss(m, mask)}
-    out = {k: (t * v).sum() / n for k, t in terms.items()}
+    out = {k: ((t * per_map).sum(1) / count.clamp(min=1) * v).sum() / n for k, t in terms.items()}
     out["total"] = out["suppress"] + out["margin"] + out["scale"]
     return out

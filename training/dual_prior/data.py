@@ -13,9 +13,9 @@ from training.dual_prior.binding import HUMAN_WORDS, flip_keypoints, skeleton_ma
 
 class DualPriorDataset(DaringDataset):
     def __init__(self, samples, protocol, tokenizer, settings, pose_token: str = "<sds>", map_size: tuple[int, int] = (96, 64),
-                 human_words: tuple[str, ...] = HUMAN_WORDS, body_group: bool = False, thickness: int = 2):
+                 human_words: tuple[str, ...] = HUMAN_WORDS, body_group: bool = False, thickness: int = 2, tokenizer_2=None):
         samples = list(samples)
-        super().__init__(samples, protocol, tokenizer, settings)
+        super().__init__(samples, protocol, tokenizer, settings, tokenizer_2)
         self.pose_token, self.map_size, self.body_group, self.thickness = pose_token, map_size, body_group, thickness
         self.pose_id = tokenizer.convert_tokens_to_ids(pose_token)
         if self.pose_id is None or self.pose_id == tokenizer.unk_token_id:
@@ -26,7 +26,8 @@ class DualPriorDataset(DaringDataset):
             if len(ids) == 1 and ids[0] != tokenizer.unk_token_id:
                 human_ids.add(ids[0])
         self.human_ids = torch.tensor(sorted(human_ids) or [-1])
-        self.keypoints = [(s.meta.get("keypoints"), s.image.shape[:2]) for s in samples]
+        # keypoints in the cropped region's pixels (see training.data.crop_box)
+        self.keypoints = [(crop_keypoints(s.meta.get("keypoints"), box), box[2:]) for s, box in zip(samples, self.boxes)]
 
     def __getitem__(self, i: int) -> dict:
         key, img, par, groups = self.items[i]
@@ -48,11 +49,26 @@ class DualPriorDataset(DaringDataset):
             human_tokens |= torch.from_numpy(token_groups(offsets, spans) == 0)
         return {"pixel_values": torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 127.5 - 1.0,
                 "input_ids": ids, "human_tokens": human_tokens, "pose_tokens": ids == self.pose_id,
-                "shape_mask": torch.from_numpy(shape), "pose_mask": torch.from_numpy(pose), "caption": text, "key": key}
+                "shape_mask": torch.from_numpy(shape), "pose_mask": torch.from_numpy(pose), "caption": text, "key": key,
+                **self.second_ids(text)}
+
+
+def crop_keypoints(keypoints, box: tuple[int, int, int, int]) -> list[float] | None:
+    """COCO keypoints (x, y, v) shifted into a crop box's pixels; those outside it become invisible."""
+    if keypoints is None or len(keypoints) < 51:
+        return keypoints
+    y0, x0, h, w = box
+    k = np.asarray(keypoints, np.float32).reshape(17, 3).copy()
+    k[:, 0] -= x0
+    k[:, 1] -= y0
+    outside = (k[:, 0] < 0) | (k[:, 1] < 0) | (k[:, 0] >= w) | (k[:, 1] >= h)
+    k[outside, 2] = 0
+    return k.reshape(-1).tolist()
 
 
 def collate_dual(batch: list[dict]) -> dict:
-    out = {k: torch.stack([b[k] for b in batch]) for k in ("pixel_values", "input_ids", "human_tokens", "pose_tokens",
-                                                           "shape_mask", "pose_mask")}
+    keys = ("pixel_values", "input_ids", "human_tokens", "pose_tokens", "shape_mask", "pose_mask") \
+        + (("input_ids_2",) if "input_ids_2" in batch[0] else ())
+    out = {k: torch.stack([b[k] for b in batch]) for k in keys}
     out["caption"] = [b["caption"] for b in batch]
     return out
