@@ -20,6 +20,7 @@ import torch
 
 from training.pretrain.clip import build_clip_tokenizer
 from training.tokenizer import protocol_words
+from training.unet_layouts import TINY_SD15, TINY_SDXL, TINY_SDXL_POOLED
 
 # SD 1.5's and SDXL's scheduler_config.json as published (beta range, spacing, offsets; keys the
 # class does not take included, as in the real files)
@@ -68,11 +69,7 @@ def build_sd15(folder: Path, protocol, seed: int = 0, variant: str | None = None
     torch.manual_seed(seed)
     folder = Path(folder)
     tokenizer = _tokenizer(protocol, folder / "_tok")
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 16, 32, 32),
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=2, norm_num_groups=8)
+    unet = UNet2DConditionModel(**TINY_SD15)
     pipe = StableDiffusionPipeline(vae=_vae(), text_encoder=_text_encoder(tokenizer, 32), tokenizer=tokenizer, unet=unet,
                                    scheduler=PNDMScheduler.from_config(SD15_SCHEDULER), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
@@ -95,15 +92,9 @@ def build_sdxl(folder: Path, protocol, seed: int = 0) -> Path:
     folder = Path(folder)
     tokenizer = _tokenizer(protocol, folder / "_tok")
     tokenizer_2 = _tokenizer(protocol, folder / "_tok2", pad_token="!")
-    text_encoder, text_encoder_2 = _text_encoder(tokenizer, 16), _text_encoder(tokenizer_2, 32, projection=True)
-    time_dim = 8
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 1, 2), attention_head_dim=(2, 4, 4), use_linear_projection=True,
-        cross_attention_dim=16 + 32, addition_embed_type="text_time", addition_time_embed_dim=time_dim,
-        projection_class_embeddings_input_dim=32 + 6 * time_dim, norm_num_groups=8)
+    # context 16 + 32 = TINY_SDXL's cross_attention_dim; encoder 2's projection is its pooled width
+    text_encoder, text_encoder_2 = _text_encoder(tokenizer, 16), _text_encoder(tokenizer_2, TINY_SDXL_POOLED, projection=True)
+    unet = UNet2DConditionModel(**TINY_SDXL)
     pipe = StableDiffusionXLPipeline(vae=_vae(), text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
                                      tokenizer_2=tokenizer_2, unet=unet, scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER),
                                      force_zeros_for_empty_prompt=True)

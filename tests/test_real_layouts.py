@@ -199,3 +199,18 @@ def test_evaluation_runs_on_each_layout(layouts, layout, portraits, protocol):
     h, w = (96, 64) if layout == "embedded" else (192, 128)  # the held-out aspect, for a square base too
     assert result.images.shape == (2, h, w, 3)
     assert 0 <= result.metrics["attention_iou"] <= 1 and result.has_vae
+
+
+def test_the_benchmarks_full_layouts_have_the_published_parameter_counts():
+    """training/unet_layouts.py's SD 1.5 and SDXL configs build UNets of exactly the released
+    models' sizes (859,520,964 and 2,567,463,684 parameters), on the meta device."""
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+
+    from training.unet_layouts import SD15, SDXL, conditioning
+
+    for config, count in ((SD15, 859_520_964), (SDXL, 2_567_463_684)):
+        with init_empty_weights():
+            unet = UNet2DConditionModel(**config)
+        assert sum(p.numel() for p in unet.parameters()) == count
+    assert conditioning(SDXL) == {"context_dim": 2048, "pooled_dim": 1280, "time_ids": 6}
