@@ -214,3 +214,26 @@ def test_the_benchmarks_full_layouts_have_the_published_parameter_counts():
             unet = UNet2DConditionModel(**config)
         assert sum(p.numel() for p in unet.parameters()) == count
     assert conditioning(SDXL) == {"context_dim": 2048, "pooled_dim": 1280, "time_ids": 6}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_the_pyfunc_model_honours_its_steps_parameter(layouts, layout, tmp_path):
+    """The registered model's pyfunc (from code, with its signature): ``params={"steps": n}`` runs
+    n guided UNet calls per batch, not the default 25."""
+    import mlflow
+    import pandas as pd
+
+    from training.mlflow_model import PIPELINE, pip_requirements, signature
+
+    path = tmp_path / "model"
+    mlflow.pyfunc.save_model(str(path), python_model=str(PIPELINE), artifacts={"pipeline": str(layouts[layout])},
+                             signature=signature(), pip_requirements=pip_requirements())  # pinned: no inference subprocess
+    model = mlflow.pyfunc.load_model(str(path))
+    calls = []
+    model.unwrap_python_model().base.unet.register_forward_hook(lambda *_: calls.append(1))
+    frame = pd.DataFrame({"prompt": PROMPTS, "seed": [0, 1]})
+    for steps in (2, 3):
+        calls.clear()
+        out = model.predict(frame, params={"steps": steps})
+        assert len(calls) == steps and len(out) == 2
+        assert all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in out)
