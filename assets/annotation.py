@@ -76,6 +76,9 @@ def annotated_pool(context: dg.AssetExecutionContext, flywheel: FlywheelResource
     examples = [(r["record_id"][:8], r["caption"]) for r in rows[:8]]
     return dg.MaterializeResult(data_version=content_version(rows, ANNOTATION_CONTENT), metadata={
         ROW_COUNT: dg.MetadataValue.int(len(rows)),
+        # the iteration whose annotator labelled the pool: the best on I_e, not necessarily the latest
+        "annotator_iteration": dg.MetadataValue.int(rows[0]["iteration"] if rows else -1),
+        "annotator_version": dg.MetadataValue.text(rows[0]["annotator_version"] if rows else "none"),
         "answers_by_people": dg.MetadataValue.int(origins.get("human", 0)),
         "answers_by_annotator": dg.MetadataValue.int(origins.get("ai", 0)),
         "parsing_sources": table(sorted(parsing.items()), [("parsing", "string"), ("images", "int")]),

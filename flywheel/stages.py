@@ -155,12 +155,14 @@ def label_studio_labeller(settings: Settings, image_url=None):
                                annotation_folder(settings) / "label_studio_projects.json")
 
 
-def labelling_pending(settings: Settings, batch: str) -> int | None:
-    """Requests of a labelling batch people have not answered yet (None: not submitted, or the
-    backend answers at once)."""
+def labelling_pending(settings: Settings, iteration: str) -> int | None:
+    """Requests of an iteration's labelling phases people have not answered yet (None: nothing
+    submitted, or the backend answers at once)."""
     if settings.labelling_backend != "label_studio":
         return None
-    return label_studio_labeller(settings).pending(batch)
+    labeller = label_studio_labeller(settings)
+    counts = [labeller.pending(b) for b in labeller.batches(iteration)]
+    return sum(c for c in counts if c) if counts else None
 
 
 def serve_images(settings: Settings, host: str, port: int) -> None:
@@ -258,11 +260,12 @@ def annotate_pool(settings: Settings) -> StageResult:
     if not done or not done[-1].stop_reason:
         raise RuntimeError(f"annotation iterations have not stopped yet ({len(done)} done): run the next iteration first")
     protocol = flywheel.protocol
+    best = flywheel.best_iteration()  # the best annotator on I_e labels the pool, not the latest
     from flywheel.annotation.parsing import decode_parsing
 
     store = ContentStore(settings.store_url)
     rows = []
-    for img, labelled in zip(images, flywheel.label_pool()):
+    for img, labelled in zip(images, flywheel.label_pool(flywheel.annotator(best))):
         present = {int(c) for c in np.unique(decode_parsing(store.get(img.parsing_sha256)))}
         groups = caption_groups(protocol, labelled["answers"], seed=int(img.sha256[:8], 16), budget=settings.caption_budget,
                                 present_classes=present)
@@ -272,8 +275,8 @@ def annotate_pool(settings: Settings) -> StageResult:
             "answers": {k: v for k, v in labelled["answers"].items() if v is not None},
             "confidences": labelled["confidences"], "answer_origin": labelled["answer_origin"],
             "caption_groups": [g.as_row() for g in groups], "caption": join_caption(groups),
-            "annotator_version": f"{flywheel.settings.annotator.backend}@iter-{len(done) - 1:04d}",
-            "iteration": len(done) - 1,
+            "annotator_version": f"{flywheel.settings.annotator.backend}@iter-{best:04d}",
+            "iteration": best,
         })
     table = ANNOTATIONS.table(rows)
     path = write_manifest(table, annotations_path(settings), ANNOTATIONS)
@@ -313,7 +316,7 @@ def snapshot_rows(settings: Settings, annotations: pa.Table, filtered_pool: pa.T
             "person_type": answers.get("person_type"), "caption_groups": a["caption_groups"], "caption": a["caption"],
             "answers": answers, "keypoints": r["sidecar_keypoints"], "person_box": f["person_box"], "face_box": f["face_box"],
             "quality": f["quality"], "face_quality": f["face_quality"], "source": r["source"], "licence": r["licence"],
-            "attribution": r["attribution"],
+            "attribution": r["attribution"], "parsing_source": a["parsing_source"],
         })
     return rows
 

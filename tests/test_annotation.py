@@ -106,7 +106,10 @@ def test_iterations_resume_without_losing_or_double_counting_labels(protocol, sm
     fw = AnnotationFlywheel(tmp_path, protocol, settings, small_pool, oracle)
     first = fw.run_iteration(0)
     assert first.categories == list(protocol.categories) and first.images == 10
-    assert first.labels == 10 * len(protocol.categories) == fw.ledger.count() == oracle.submitted
+    # every question that applies, children only where the person's parent answer allows them
+    asked = sum(len(protocol.applicable_categories(small_pool.truth[r])) for r in fw.ledger.by_record())
+    assert first.labels == asked == fw.ledger.count() == oracle.submitted < 10 * len(protocol.categories)
+    assert all(l.answer != NOT_APPLICABLE for l in fw.ledger.labels())  # no question was asked that did not apply
     # a kill after the labels were recorded, before the iteration finished
     (tmp_path / "iterations" / "iter-0000" / "metrics.json").unlink()
     fw2 = AnnotationFlywheel(tmp_path, protocol, settings, small_pool, CountingOracle(small_pool.truth))
@@ -287,7 +290,9 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
         (dataset_input,) = client.get_run(v.run_id).inputs.dataset_inputs
         assert dataset_input.dataset.digest == data_hash[:36] and '"rev": "cosmicman-hq-v1"' in dataset_input.dataset.source
         assert logged.source_run_id == v.run_id
-    from flywheel.mlflow_dataset import DvcDatasetSource  # the dataset's source fetches exactly that version
+    from flywheel.mlflow_dataset import (
+        DvcDatasetSource,  # the dataset's source fetches exactly that version
+    )
 
     fetched = Path(DvcDatasetSource.from_dict(json.loads(dataset_input.dataset.source)).load(str(tmp_path / "fetched")))
     assert json.loads((fetched / "stats.json").read_text())["version"] == 1
@@ -340,3 +345,43 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
     written = json.loads((tmp_path / "metrics" / "evaluation.json").read_text())
     assert set(written) == set(labels) and written["daring"]["acc_all"] == pytest.approx(labels["daring"]["metrics"]["acc_all"])
     assert f"{trained.model_name}: " in " ".join(res.output.split())
+
+
+def test_a_category_too_rare_in_the_evaluation_set_is_not_measured_and_is_labelled_for(protocol, small_pool, tmp_path):
+    """Accuracy over fewer than min_eval_count I_e images is 'not measured' (never 1.0), it keeps
+    'every category meets the target' from being declared, and the next iteration asks for it."""
+    settings = AnnotationSettings(eval_size=20, seed_size=6, batch_size=6, max_iterations=3, label_budget=1.0,
+                                  min_eval_count=5, target_accuracy=0.01,  # every measured category "meets" it
+                                  annotator=AnnotatorSettings(crop_size=32, epochs=1, width=16))
+    fw = AnnotationFlywheel(tmp_path, protocol, settings, small_pool, OracleLabeller(small_pool.truth))
+    counts = {c: sum(small_pool.truth[r].get(c) is not None for r in fw.eval_ids) for c in protocol.categories}
+    rare = sorted(c for c, n in counts.items() if n < 5)
+    assert rare, counts  # the hierarchy makes some categories rare in 20 images (e.g. dress_length)
+    first = fw.run_iteration(0)
+    assert set(first.not_measured) == set(rare) and not set(rare) & set(first.accuracy_after)
+    assert all(first.not_measured[c] == counts[c] for c in rare)
+    assert all(lo <= first.accuracy_after[c] <= hi for c, (lo, hi) in first.intervals.items())
+    assert first.stop_reason != "every category meets the target"
+    second = fw.run_iteration(1)
+    assert second.categories == [c for c in protocol.categories if c in rare]  # the measured ones meet the target
+
+
+def test_the_pool_is_labelled_by_the_best_iteration_not_the_latest(protocol, small_pool, tmp_path):
+    settings = AnnotationSettings(eval_size=20, seed_size=10, batch_size=10, max_iterations=2, label_budget=1.0,
+                                  annotator=AnnotatorSettings(crop_size=32, epochs=2, width=16))
+    fw = AnnotationFlywheel(tmp_path, protocol, settings, small_pool, OracleLabeller(small_pool.truth))
+    fw.run_iteration(0)
+    fw.run_iteration(1)
+    # make iteration 1 the worse one on I_e
+    path = tmp_path / "iterations" / "iter-0001" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["accuracy_after"] = {c: 0.0 for c in metrics["accuracy_after"]}
+    path.write_text(json.dumps(metrics))
+    assert fw.best_iteration() == 0
+    rows = fw.label_pool()
+    human = fw.ledger.by_record()
+    first = fw.annotator(0).predict(small_pool.views)[0]
+    latest = fw.annotator(1).predict(small_pool.views)[0]
+    ai = [(i, c) for i, row in enumerate(rows) for c, o in row["answer_origin"].items() if o == "ai"]
+    assert ai and all(rows[i]["answers"][c] == first[i][c] for i, c in ai if c not in human.get(rows[i]["record_id"], {}))
+    assert any(first[i][c] != latest[i][c] for i, c in ai)  # the two annotators differ: the choice is visible

@@ -86,8 +86,17 @@ def test_an_iteration_waits_for_people_then_continues(label_studio, protocol, tm
     assert waiting.status == "waiting" and fw.ledger.count() == 0
     assert fw.run_iteration(0).status == "waiting"  # still nobody
     answer_like_a_person(labeller, "iter-0000", small_pool.truth)
-    done = fw.run_iteration(0)
-    assert done.status == "done" and done.labels == 3 * len(protocol.categories) == fw.ledger.count()
+    phases = ["iter-0000"]
+    # one phase per hierarchy level: children are asked once people have answered their parents
+    while (result := fw.run_iteration(0)).status == "waiting":
+        phase = labeller.batches("iter-0000")[-1]
+        assert phase not in phases and labeller.pending(phase) > 0
+        phases.append(phase)
+        answer_like_a_person(labeller, phase, small_pool.truth)
+    done = result
+    assert phases[0] == "iter-0000" and phases[1] == "iter-0000.d1" and len(phases) >= 3
+    asked = sum(len(protocol.applicable_categories(small_pool.truth[r])) for r in fw.ledger.by_record())
+    assert done.status == "done" and done.labels == asked == fw.ledger.count() < 3 * len(protocol.categories)
     labelled = fw.ledger.by_record()
     for rid, answers in labelled.items():
         for c, a in answers.items():

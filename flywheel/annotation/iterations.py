@@ -7,6 +7,14 @@ annotator on every label so far, and measures again. Iteration 0 labels every ca
 on a small seed set, as the paper's first round does. The run stops when every category
 meets the target, when the label budget is spent, or after two iterations without gain.
 
+Honest accounting: a category that applies to fewer than ``min_eval_count`` images of I_e is
+"not measured" (never scored 1.0) and is labelled for, like a category below the target; each
+measured accuracy carries its 95% Wilson interval. Questions follow the hierarchy: a child is
+asked only where its parent's answer allows it (a person's answer from an earlier phase of the
+same iteration or before, else the annotator's), so the cost counts the questions actually
+asked, as the paper counts them. The pool is labelled by the iteration with the best mean I_e
+accuracy, not the latest.
+
 State lives in one folder: the evaluation set, the label ledger, and per iteration the
 annotator's weights and a metrics file written last (its presence marks the iteration
 done). A run killed anywhere restarts the unfinished iteration; labels already recorded
@@ -24,9 +32,14 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from flywheel.annotation.annotator import AnnotatorSettings, AttributeAnnotator, load_annotator, new_annotator
+from flywheel.annotation.annotator import (
+    AnnotatorSettings,
+    AttributeAnnotator,
+    load_annotator,
+    new_annotator,
+)
 from flywheel.annotation.crops import Views
-from flywheel.annotation.labelling import LabelLedger, LabelRequest, Labeller
+from flywheel.annotation.labelling import LabelLedger, Labeller, LabelRequest
 from flywheel.faults import kill_point
 from flywheel.protocol import Protocol
 
@@ -41,6 +54,8 @@ class AnnotationSettings(BaseModel):
     sampling: Literal["uncertainty", "random"] = "uncertainty"
     patience: int = Field(2, ge=1, description="iterations without gain before stopping")
     min_gain: float = Field(0.005, ge=0)
+    min_eval_count: int = Field(5, ge=1, description="images of I_e a category must apply to for its accuracy to be "
+                                "measured; below, it is 'not measured' (and labelled for), never counted as met")
     seed: int = 0
     annotator: AnnotatorSettings = Field(default_factory=AnnotatorSettings)
 
@@ -69,9 +84,22 @@ class IterationResult:
     accuracy_after: dict[str, float]
     stop_reason: str | None = None
     status: str = "done"  # done / waiting (labels requested, not all answered yet)
+    not_measured: dict[str, int] = field(default_factory=dict)  # after: category -> its count in I_e (< min_eval_count)
+    intervals: dict[str, list[float]] = field(default_factory=dict)  # after: category -> 95% Wilson [low, high]
+
+    @property
+    def mean_accuracy(self) -> float:
+        return float(np.mean(list(self.accuracy_after.values()))) if self.accuracy_after else float("nan")
 
     def to_json(self) -> dict:
         return self.__dict__.copy()
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion ``p`` observed on ``n`` items."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, round(centre - half, 12))), float(min(1.0, round(centre + half, 12)))  # exact at p = 0 or 1
 
 
 def _write_json(path: Path, obj) -> None:
@@ -108,7 +136,13 @@ class AnnotationFlywheel:
         return ids
 
     def evaluate(self, annotator: AttributeAnnotator) -> dict[str, float]:
-        """Per-category accuracy on I_e, over the images where the category applies (ground truth)."""
+        """Per-category accuracy on I_e, over the images where the category applies (ground truth);
+        only categories with at least ``min_eval_count`` such images (see :meth:`evaluate_detail`)."""
+        return {c: d["accuracy"] for c, d in self.evaluate_detail(annotator).items() if d["measured"]}
+
+    def evaluate_detail(self, annotator: AttributeAnnotator) -> dict[str, dict]:
+        """Per category: ``count`` (I_e images it applies to), ``measured``, and where measured the
+        ``accuracy`` with its 95% Wilson interval ``low``/``high``. Categories absent from I_e: count 0."""
         idx = self.pool.index(self.eval_ids)
         predicted, _ = annotator.predict(self.pool.views[idx])
         hits: dict[str, list[bool]] = {c: [] for c in self.protocol.categories}
@@ -116,7 +150,21 @@ class AnnotationFlywheel:
             for c, truth in self.pool.truth[rid].items():
                 if truth is not None:
                     hits[c].append(pred.get(c) == truth)
-        return {c: float(np.mean(h)) for c, h in hits.items() if h}
+        out = {}
+        for c, h in hits.items():
+            if len(h) < self.settings.min_eval_count:
+                out[c] = {"count": len(h), "measured": False}
+                continue
+            acc = float(np.mean(h))
+            out[c] = {"count": len(h), "measured": True, "accuracy": acc, **dict(zip(("low", "high"), wilson(acc, len(h))))}
+        return out
+
+    def best_iteration(self) -> int | None:
+        """The completed iteration with the best mean I_e accuracy (the later one on a tie); None before any."""
+        done = self.completed()
+        if not done:
+            return None
+        return max(range(len(done)), key=lambda k: (done[k].mean_accuracy if done[k].accuracy_after else -1.0, k))
 
     # ---- iterations ---------------------------------------------------------------------------
     def _dir(self, k: int) -> Path:
@@ -172,44 +220,73 @@ class AnnotationFlywheel:
         if plan_path.exists():  # resuming: the same requests as before the interruption
             plan = json.loads(plan_path.read_text())
         else:
+            # below the target, or not measured (too few I_e images): both need labels
             categories = list(self.protocol.categories) if k == 0 else \
-                [c for c in self.protocol.categories if before.get(c, 1.0) < s.target_accuracy]
+                [c for c in self.protocol.categories if before.get(c, 0.0) < s.target_accuracy]
             budget_left = int(s.label_budget * self.full_cost) - self.ledger.count()
             images = self._sample(k, annotator, categories, budget_left) if categories else []
             plan = {"categories": categories, "images": images}
             _write_json(plan_path, plan)
             kill_point("annotation.planned")
-        if self.ledger.has(batch):  # collected before an interruption: reuse, do not count again
-            added = self.ledger.batch_count(batch)
-        elif plan["images"]:
-            requests = [LabelRequest(r, c) for r in plan["images"] for c in plan["categories"]]
+        added = 0
+        if plan["images"]:
             predicted, confidence = annotator.predict(self.pool.views[self.pool.index(plan["images"])])
+            ai = dict(zip(plan["images"], predicted))
             hints = {r: {c: (a[c], conf[c]) for c in plan["categories"] if a.get(c) is not None}
                      for r, a, conf in zip(plan["images"], predicted, confidence)}
-            self.labeller.submit(requests, batch, hints)
-            labels = self.labeller.collect(batch)
-            if labels is None:
-                return IterationResult(k, plan["categories"], len(plan["images"]), 0, self.ledger.count(), before, {},
-                                       status="waiting")
-            added = self.ledger.record(batch, labels)
-            kill_point("annotation.labelled")
-        else:
-            added = 0
+            for depth, categories in self._phases(plan["categories"]):
+                phase = batch if depth == 0 else f"{batch}.d{depth}"
+                if self.ledger.has(phase):  # collected before an interruption: reuse, do not count again
+                    added += self.ledger.batch_count(phase)
+                    continue
+                human = self.ledger.answers_by_record()  # a person's "not applicable" overrides the annotator
+                known = {r: self._known(ai[r], human.get(r, {})) for r in plan["images"]}
+                requests = [LabelRequest(r, c) for r in plan["images"] for c in categories if self.protocol.applies(c, known[r])]
+                if not requests:
+                    continue
+                asked = {r.record_id for r in requests}
+                self.labeller.submit(requests, phase, {r: {c: h for c, h in hints[r].items() if c in categories}
+                                                       for r in hints if r in asked})
+                labels = self.labeller.collect(phase)
+                if labels is None:
+                    return IterationResult(k, plan["categories"], len(plan["images"]), added, self.ledger.count(), before, {},
+                                           status="waiting")
+                added += self.ledger.record(phase, labels)
+                kill_point("annotation.labelled")
         labelled = self.ledger.by_record()
         if plan["images"]:
             ids = sorted(labelled)
             annotator.fit(self.pool.views[self.pool.index(ids)], [labelled[r] for r in ids])
-        after = self.evaluate(annotator)
+        detail = self.evaluate_detail(annotator)
+        after = {c: d["accuracy"] for c, d in detail.items() if d["measured"]}
         annotator.save(self._dir(k) / "annotator")
         kill_point("annotation.saved")
-        result = IterationResult(k, plan["categories"], len(plan["images"]), added, self.ledger.count(), before, after)
+        result = IterationResult(k, plan["categories"], len(plan["images"]), added, self.ledger.count(), before, after,
+                                 not_measured={c: d["count"] for c, d in detail.items() if not d["measured"]},
+                                 intervals={c: [d["low"], d["high"]] for c, d in detail.items() if d["measured"]})
         result.stop_reason = self._stop_reason(k, result)
         _write_json(metrics, result.to_json())
         return result
 
+    def _known(self, ai: dict, human: dict) -> dict[str, str | None]:
+        """The best known answers, top-down: a person's where given, else the annotator's, None
+        wherever the answers above rule the category out."""
+        out: dict[str, str | None] = {}
+        for name in self.protocol.categories:  # parents first
+            out[name] = (human[name] if name in human else ai.get(name)) if self.protocol.applies(name, out) else None
+        return out
+
+    def _phases(self, categories: list[str]) -> list[tuple[int, list[str]]]:
+        """The categories grouped by depth in the hierarchy (parents' phases first)."""
+        depth: dict[str, int] = {}
+        for name, cat in self.protocol.categories.items():  # topological order: parents first
+            depth[name] = 1 + max((depth[p] for p in cat.requires), default=-1)
+        levels = sorted({depth[c] for c in categories})
+        return [(d, [c for c in categories if depth[c] == d]) for d in levels]
+
     def _stop_reason(self, k: int, result: IterationResult) -> str | None:
         s = self.settings
-        if result.accuracy_after and min(result.accuracy_after.values()) >= s.target_accuracy:
+        if result.accuracy_after and not result.not_measured and min(result.accuracy_after.values()) >= s.target_accuracy:
             return "every category meets the target"
         if self.ledger.count() >= int(s.label_budget * self.full_cost) or not result.images:
             return "label budget spent" if result.categories else "nothing left to label"
@@ -234,9 +311,12 @@ class AnnotationFlywheel:
 
     # ---- labelling the whole pool -------------------------------------------------------------
     def label_pool(self, annotator: AttributeAnnotator | None = None) -> list[dict]:
-        """Answers for every pool image: human labels where they exist, the annotator elsewhere,
-        made consistent with the hierarchy in one pass (parents first)."""
-        annotator = annotator or self.annotator()
+        """Answers for every pool image: human labels where they exist, the annotator elsewhere
+        (default the best iteration's, :meth:`best_iteration`), made consistent with the hierarchy
+        in one pass (parents first)."""
+        if annotator is None:
+            best = self.best_iteration()
+            annotator = self.annotator(best) if best is not None else self.annotator()
         probs = annotator.probabilities(self.pool.views)
         human = self.ledger.by_record()
         names = list(self.protocol.categories)

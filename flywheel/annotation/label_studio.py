@@ -99,6 +99,11 @@ class LabelStudioLabeller:
         state[batch] = {"project": project.id, "requests": [[r.record_id, r.category] for r in requests]}
         self._save_state(state)
 
+    def batches(self, iteration: str) -> list[str]:
+        """The submitted batches of an iteration: its first phase ``iteration`` and later ones
+        ``iteration.d<depth>`` (children asked once their parents are answered)."""
+        return sorted(b for b in self._state() if b == iteration or b.startswith(iteration + "."))
+
     def pending(self, batch: str) -> int | None:
         """Tasks of ``batch`` nobody has answered yet (None: the batch was never submitted)."""
         entry = self._state().get(batch)

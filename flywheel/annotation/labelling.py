@@ -122,5 +122,12 @@ class LabelLedger:
                 out.setdefault(l.record_id, {})[l.category] = l.answer
         return out
 
+    def answers_by_record(self) -> dict[str, dict[str, str | None]]:
+        """record -> category -> answer, a not-applicable answer as None (it rules out the children)."""
+        out: dict[str, dict[str, str | None]] = {}
+        for l in self.labels():
+            out.setdefault(l.record_id, {})[l.category] = None if l.answer == NOT_APPLICABLE else l.answer
+        return out
+
     def labelled_pairs(self) -> set[tuple[str, str]]:
         return {(l.record_id, l.category) for l in self.labels()}
