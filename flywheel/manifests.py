@@ -35,6 +35,7 @@ class ManifestSchema:
     version: int
     schema: pa.Schema
     doc: str
+    older: tuple[int, ...] = ()  # earlier versions readable as this one: their missing columns read as nulls
 
     def with_metadata(self) -> pa.Schema:
         return self.schema.with_metadata({META_NAME: self.name.encode(), META_VERSION: str(self.version).encode()})
@@ -123,7 +124,7 @@ ANNOTATIONS = ManifestSchema(
 )
 
 SNAPSHOT = ManifestSchema(
-    "snapshot", 1,
+    "snapshot", 2,
     pa.schema([
         pa.field("key", pa.string(), nullable=False),  # webdataset sample key
         pa.field("shard", pa.string(), nullable=False),
@@ -143,8 +144,10 @@ SNAPSHOT = ManifestSchema(
         pa.field("source", pa.string()),
         pa.field("licence", pa.string()),
         pa.field("attribution", pa.string()),
+        pa.field("parsing_source", pa.string()),  # source / segformer / fallback (v2; null in v1 snapshots)
     ]),
     "One row per published sample of a CosmicMan-HQ version.",
+    older=(1,),
 )
 
 SCHEMAS = {s.name: s for s in (RAW_RECORDS, FILTERED_POOL, ANNOTATIONS, SNAPSHOT)}
@@ -189,6 +192,11 @@ def read_manifest(url: str | os.PathLike, schema: ManifestSchema) -> pa.Table:
     version = meta.get(META_VERSION, b"").decode()
     if name != schema.name:
         raise ManifestError(f"{url}: expected a {schema.name} manifest, found {name or 'no schema name'}")
+    if version in {str(v) for v in schema.older}:  # an older layout: only columns added since are missing
+        for f in schema.schema:
+            if f.name not in table.column_names:
+                table = table.append_column(f, pa.nulls(len(table), f.type))
+        return table.select(schema.schema.names)
     if version != str(schema.version):
         raise ManifestError(f"{url}: {schema.name} schema version {version or '?'} is not the supported version {schema.version}")
     return table

@@ -173,3 +173,35 @@ def test_publishing_to_an_s3_compatible_remote(tmp_path, protocol, s3_server, mo
     assert objects == len(_hashes(registry.current)) + 1 == result.publication.uploaded
     registry.get(1, tmp_path / "v1")
     assert _hashes(tmp_path / "v1") == _hashes(registry.current)
+
+
+def test_fallback_parsing_is_reported_per_source_and_blocks_hola_above_the_limit(tmp_path, protocol):
+    import pyarrow.parquet as pq
+
+    from flywheel.manifests import META_VERSION, SNAPSHOT
+    from flywheel.snapshot.card import snapshot_stats, write_card
+    from training.stages import FallbackParsingError, refuse_fallback_parsing
+
+    store = ContentStore(str(tmp_path / "store"))
+    rows = _rows(protocol, store, range(20))
+    for i, r in enumerate(rows):  # half the images from a folder without parsing maps
+        r.update({"source": "folder", "parsing_source": "fallback"} if i % 2 else {"parsing_source": "source"})
+    folder = tmp_path / "snap"
+    write_snapshot(rows, store.get, folder, shard_size=40, test_fraction=0.2)
+    stats = snapshot_stats(folder, protocol)
+    assert stats["parsing_by_source"]["folder"]["fallback_share"] == 1.0
+    assert stats["parsing_by_source"]["synthetic"] == {"maps": {"source": 10}, "fallback_share": 0.0}
+    card = write_card(folder, stats, "cosmicman-hq", 1, {})
+    assert "| folder | 10 | 0 | 0 | 10 | 100.0% |" in card.read_text()
+    snapshot = open_snapshot(folder, "cosmicman-hq-v1")
+    share = snapshot.fallback_parsing_share("train")
+    assert 0.3 < share < 0.7
+    refuse_fallback_parsing(snapshot, 0.9, "HOLA training")  # under the limit: allowed
+    with pytest.raises(FallbackParsingError, match=r"geometry fallbacks .* above training.max_fallback_parsing 25.0%: HOLA"):
+        refuse_fallback_parsing(snapshot, 0.25, "HOLA training")
+    # a v1 snapshot (before parsing_source was recorded) still reads; its share is unknown, not 0
+    path = folder / "manifests" / "train.parquet"
+    table = pq.read_table(path).drop_columns(["parsing_source"])
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, META_VERSION: b"1"}), path)
+    assert snapshot.rows("train")[0]["parsing_source"] is None and snapshot.fallback_parsing_share("train") is None
+    assert SNAPSHOT.version == 2

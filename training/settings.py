@@ -57,6 +57,8 @@ class TrainingProfile(Model):
                                   "`variant` tag; aliases `champion` (best overall) and `champion-<variant>`")
     accelerator_pool: str = Field("accelerator", description="Dagster pool: two trainings never share the accelerator")
     eval_samples: int = Field(32, ge=1, description="held-out samples for the attention-mask IoU")
+    max_fallback_parsing: float = Field(0.25, ge=0, le=1, description="HOLA and the dual prior refuse a snapshot whose "
+                                        "share of geometry-fallback parsing maps (no parsing weights) is above this")
     validation_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3])
     activations: list[str] = Field(default_factory=lambda: ["silu", "gelu", "mish"], description="CosmicMan Prime sweep")
     threads: int | None = Field(None, description="torch CPU threads (None: torch's default)")

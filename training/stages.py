@@ -75,6 +75,20 @@ def training_snapshot(settings: Settings, version: int | None = None):
     return fetch_snapshot(str(registry.path), version, settings.snapshot.cache_dir, settings.dvc_command(), registry.dataset)
 
 
+class FallbackParsingError(ValueError):
+    """A snapshot whose parsing maps are mostly geometry fallbacks would supervise attention with them."""
+
+
+def refuse_fallback_parsing(snapshot, limit: float, purpose: str) -> None:
+    """Raise when the train split's share of fallback parsing maps exceeds ``limit`` (see the card)."""
+    share = snapshot.fallback_parsing_share("train")
+    if share is not None and share > limit:
+        raise FallbackParsingError(
+            f"{snapshot.tag or snapshot.folder}: {share:.1%} of the training parsing maps are geometry fallbacks "
+            f"(no parsing weights), above training.max_fallback_parsing {limit:.1%}: {purpose} would learn their "
+            "coarse masks. Configure segformer_dir (a local parsing checkpoint) and re-annotate, or raise the limit")
+
+
 def train_variant(settings: Settings, name: str, beta: float | None = None, act_fn: str | None = None,
                   tags: dict[str, str] | None = None, nested: bool = False, snapshot_version: int | None = None):
     """One training run named ``name`` (its outputs under workspace/training/<name>/<snapshot tag>)."""
@@ -84,6 +98,8 @@ def train_variant(settings: Settings, name: str, beta: float | None = None, act_
     updates = {k: v for k, v in {"beta": beta, "act_fn": act_fn}.items() if v is not None}
     profile.train = profile.train.model_copy(update=updates)
     snapshot = training_snapshot(settings, snapshot_version)
+    if profile.train.beta > 0:  # HOLA's masks come from the parsing maps; the plain fine-tune does not read them
+        refuse_fallback_parsing(snapshot, profile.max_fallback_parsing, f"HOLA training ({name})")
     out = settings.workspace / "training" / name / (snapshot.tag or f"v{snapshot.version}")
     return run_training(profile, snapshot, load_protocol(settings.protocol_path), base_model_dir(settings), out,
                         settings.tracking, f"{settings.tracking.experiment_prefix}-training", name,
@@ -122,6 +138,7 @@ def train_dual_prior(settings: Settings, tags: dict[str, str] | None = None, sna
     from training.dual_prior.run import run_dual_prior
 
     snapshot = training_snapshot(settings, snapshot_version)
+    refuse_fallback_parsing(snapshot, settings.training.max_fallback_parsing, "the dual prior's binding")
     tag = snapshot.tag or f"v{snapshot.version}"
     out = settings.workspace / "training" / "dual-prior" / tag
     base = dual_prior_base(settings, tag)

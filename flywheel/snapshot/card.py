@@ -47,8 +47,19 @@ def snapshot_stats(folder: Path, protocol: Protocol) -> dict:
         "mean_face_quality": mean(r["face_quality"] for r in every),
         "sources": dict(sorted(Counter(r["source"] for r in every).items())),
         "licences": dict(sorted(Counter(r["licence"] or "unknown" for r in every).items())),
+        "parsing_by_source": parsing_by_source(every),
         "answer_distribution": {c: dict(sorted(n.items())) for c, n in answers.items()},
     }
+
+
+def parsing_by_source(rows) -> dict[str, dict]:
+    """Per image source: how many parsing maps came from each backend and the share of geometry
+    fallbacks (coarse maps that become HOLA masks; ``unknown`` for rows of v1 snapshots)."""
+    out: dict[str, Counter] = {}
+    for r in rows:
+        out.setdefault(r["source"] or "unknown", Counter())[r.get("parsing_source") or "unknown"] += 1
+    return {src: {"maps": dict(sorted(n.items())), "fallback_share": round(n["fallback"] / max(1, sum(n.values())), 4)}
+            for src, n in sorted(out.items())}
 
 
 def _plot_distributions(stats: dict) -> bytes:
@@ -91,6 +102,10 @@ def write_card(folder: Path, stats: dict, name: str, version: int, provenance: d
                          ["person type", "images", "share"])
     sources = markdown_table([(k, v) for k, v in stats["sources"].items()], ["source", "images"])
     licences = markdown_table([(k, v) for k, v in stats["licences"].items()], ["licence", "images"])
+    parsing = stats.get("parsing_by_source", {})
+    parsing_table = markdown_table([(src, sum(d["maps"].values()), d["maps"].get("source", 0), d["maps"].get("segformer", 0),
+                                     d["maps"].get("fallback", 0), f"{d['fallback_share']:.1%}") for src, d in parsing.items()],
+                                   ["image source", "images", "shipped maps", "segformer", "geometry fallback", "fallback share"])
     text = f"""# {name} {version}
 
 Human images with 18-class parsing maps, protocol answers and grouped captions, packed as
@@ -105,6 +120,13 @@ Splits: {', '.join(f'{k} {v}' for k, v in stats['split_counts'].items())} (stabl
 ## Person types
 
 {mix}
+
+## Parsing maps (HOLA's masks)
+
+{parsing_table}
+
+A geometry fallback map (no parsing weights) is coarse: HOLA training refuses a snapshot whose
+share of them is above `training.max_fallback_parsing`.
 
 ## Attribute distributions
 

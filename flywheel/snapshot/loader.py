@@ -72,6 +72,14 @@ class Snapshot:
                 yield Sample(r["key"], np.array(Image.open(io.BytesIO(image_bytes)).convert("RGB")),
                              np.array(Image.open(io.BytesIO(parts["parsing.png"]))), r)
 
+    def fallback_parsing_share(self, split: str = "train") -> float | None:
+        """Share of the split's parsing maps made by the geometry fallback (None: a v1 snapshot,
+        which did not record where its maps came from)."""
+        sources = [r.get("parsing_source") for r in self.rows(split)]
+        if not sources or all(s is None for s in sources):
+            return None
+        return sum(s == "fallback" for s in sources) / len(sources)
+
     def tracking_tags(self) -> dict[str, str]:
         return {"snapshot.version": str(self.version), "snapshot.tag": self.tag or "untagged",
                 "snapshot.data_hash": self.data_hash or "unknown", "snapshot.folder": str(self.folder)}

@@ -104,7 +104,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def _sample_json(row: Mapping) -> bytes:
     keep = ("key", "split", "sha256", "height", "width", "person_type", "caption", "caption_groups", "answers",
-            "keypoints", "person_box", "face_box", "quality", "face_quality", "source", "licence", "attribution")
+            "keypoints", "person_box", "face_box", "quality", "face_quality", "source", "licence", "attribution", "parsing_source")
     return json.dumps({k: row.get(k) for k in keep}, sort_keys=True, separators=(",", ":"), default=float).encode()
 
 
