@@ -156,12 +156,12 @@ def label_studio_labeller(settings: Settings, image_url=None):
 
 
 def labelling_pending(settings: Settings, iteration: str) -> int | None:
-    """Requests of an iteration's labelling phases people have not answered yet (None: nothing
+    """Requests of I_e's and an iteration's labelling phases people have not answered yet (None: nothing
     submitted, or the backend answers at once)."""
     if settings.labelling_backend != "label_studio":
         return None
     labeller = label_studio_labeller(settings)
-    counts = [labeller.pending(b) for b in labeller.batches(iteration)]
+    counts = [labeller.pending(b) for b in labeller.batches("eval") + labeller.batches(iteration)]  # I_e's first
     return sum(c for c in counts if c) if counts else None
 
 

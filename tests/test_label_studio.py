@@ -83,20 +83,22 @@ def test_an_iteration_waits_for_people_then_continues(label_studio, protocol, tm
                                   annotator=AnnotatorSettings(crop_size=32, epochs=1, width=16, min_steps=5))
     fw = AnnotationFlywheel(tmp_path / "annotation", protocol, settings, small_pool, labeller)
     waiting = fw.run_iteration(0)
-    assert waiting.status == "waiting" and fw.ledger.count() == 0
+    assert waiting.status == "waiting" and fw.labels_spent() == 0
     assert fw.run_iteration(0).status == "waiting"  # still nobody
-    answer_like_a_person(labeller, "iter-0000", small_pool.truth)
-    phases = ["iter-0000"]
-    # one phase per hierarchy level: children are asked once people have answered their parents
+    # I_e first, then the seed images; one phase per hierarchy level: children are asked once
+    # people have answered their parents
+    phases = []
     while (result := fw.run_iteration(0)).status == "waiting":
-        phase = labeller.batches("iter-0000")[-1]
+        phase = (labeller.batches("eval") + labeller.batches("iter-0000"))[-1]
         assert phase not in phases and labeller.pending(phase) > 0
         phases.append(phase)
         answer_like_a_person(labeller, phase, small_pool.truth)
     done = result
-    assert phases[0] == "iter-0000" and phases[1] == "iter-0000.d1" and len(phases) >= 3
+    assert phases[:2] == ["eval", "eval.d1"] and "iter-0000" in phases and "iter-0000.d1" in phases
+    assert fw.eval_ledger.count() == done.eval_labels > 0
     asked = sum(len(protocol.applicable_categories(small_pool.truth[r])) for r in fw.ledger.by_record())
     assert done.status == "done" and done.labels == asked == fw.ledger.count() < 3 * len(protocol.categories)
+    assert done.accuracy_truth == done.accuracy_after  # people answered as the renderer's truth: the yardsticks agree
     labelled = fw.ledger.by_record()
     for rid, answers in labelled.items():
         for c, a in answers.items():

@@ -95,7 +95,7 @@ def test_the_flywheel_iterates_with_the_vlm_annotator_and_labels_the_pool(checkp
     results = flywheel.run()
     assert len(results) == 2 and results[-1].stop_reason
     assert results[0].images == 3 and results[0].labels > 0
-    assert results[-1].total_labels == sum(r.labels for r in results)
+    assert results[-1].total_labels == sum(r.labels for r in results) + results[-1].eval_labels
     assert isinstance(flywheel.annotator(), VlmAnnotator) and flywheel.annotator().version >= 1
     answers = flywheel.label_pool()
     assert len(answers) == len(ids)

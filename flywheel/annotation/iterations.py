@@ -7,6 +7,12 @@ annotator on every label so far, and measures again. Iteration 0 labels every ca
 on a small seed set, as the paper's first round does. The run stops when every category
 meets the target, when the label budget is spent, or after two iterations without gain.
 
+I_e is labelled like any other images, through the labelling backend (people in Label Studio,
+the oracle in the demo), level by level of the hierarchy, into its own ledger (never training
+data), and its labels count in the cost; so a real pool without ground truth runs the flywheel.
+Where the pool has renderer ground truth it is a second, exact yardstick (``accuracy_truth``).
+``eval_labels: truth`` keeps the old free I_e from ground truth, for benchmarks only.
+
 Honest accounting: a category that applies to fewer than ``min_eval_count`` images of I_e is
 "not measured" (never scored 1.0) and is labelled for, like a category below the target; each
 measured accuracy carries its 95% Wilson interval. Questions follow the hierarchy: a child is
@@ -47,6 +53,9 @@ from flywheel.protocol import Protocol
 class AnnotationSettings(BaseModel):
     target_accuracy: float = Field(0.85, gt=0, le=1, description="paper: categories above 85% are no longer labelled")
     eval_size: int = Field(150, ge=2, description="images in the fixed evaluation set I_e")
+    eval_labels: Literal["labelling", "truth"] = Field("labelling", description="labelling: I_e is labelled through "
+                                                       "the labelling backend and counted in the cost; truth: read from "
+                                                       "ground truth for free (synthetic benchmarks only)")
     seed_size: int = Field(10, ge=1, description="iteration 0: images labelled on every category")
     batch_size: int = Field(60, ge=1, description="images sampled per later iteration (I_i)")
     max_iterations: int = Field(8, ge=1)
@@ -84,6 +93,8 @@ class IterationResult:
     accuracy_after: dict[str, float]
     stop_reason: str | None = None
     status: str = "done"  # done / waiting (labels requested, not all answered yet)
+    eval_labels: int = 0  # labels spent on I_e so far (in total_labels)
+    accuracy_truth: dict[str, float] = field(default_factory=dict)  # after, on renderer ground truth where the pool has it
     not_measured: dict[str, int] = field(default_factory=dict)  # after: category -> its count in I_e (< min_eval_count)
     intervals: dict[str, list[float]] = field(default_factory=dict)  # after: category -> 95% Wilson [low, high]
 
@@ -117,6 +128,7 @@ class AnnotationFlywheel:
         self.pool = pool
         self.labeller = labeller
         self.ledger = LabelLedger(self.folder / "labels")
+        self.eval_ledger = LabelLedger(self.folder / "eval_labels")  # I_e's labels: measured against, never trained on
         self.eval_ids = self._eval_set()
         self.full_cost = sum(len(protocol.applicable_categories(pool.truth[r])) if r in pool.truth else len(protocol.categories)
                              for r in pool.record_ids if r not in set(self.eval_ids))
@@ -126,29 +138,62 @@ class AnnotationFlywheel:
         path = self.folder / "eval_set.json"
         if path.exists():
             return json.loads(path.read_text())
-        candidates = [r for r in self.pool.record_ids if r in self.pool.truth]
+        from_truth = self.settings.eval_labels == "truth"
+        candidates = [r for r in self.pool.record_ids if r in self.pool.truth] if from_truth else list(self.pool.record_ids)
         if len(candidates) < self.settings.eval_size:
-            raise ValueError(f"annotation: the evaluation set needs {self.settings.eval_size} images with ground truth, "
-                             f"the pool has {len(candidates)}")
+            what = "images with ground truth (eval_labels: truth)" if from_truth else "images"
+            raise ValueError(f"annotation: the evaluation set needs {self.settings.eval_size} {what}, the pool has {len(candidates)}")
         rng = np.random.default_rng(self.settings.seed)
         ids = sorted(rng.choice(candidates, self.settings.eval_size, replace=False).tolist())
         _write_json(path, ids)
         return ids
 
-    def evaluate(self, annotator: AttributeAnnotator) -> dict[str, float]:
-        """Per-category accuracy on I_e, over the images where the category applies (ground truth);
-        only categories with at least ``min_eval_count`` such images (see :meth:`evaluate_detail`)."""
-        return {c: d["accuracy"] for c, d in self.evaluate_detail(annotator).items() if d["measured"]}
+    def labels_spent(self) -> int:
+        """Every human label paid for: the training labels and I_e's."""
+        return self.ledger.count() + self.eval_ledger.count()
 
-    def evaluate_detail(self, annotator: AttributeAnnotator) -> dict[str, dict]:
+    def eval_answers(self) -> dict[str, dict[str, str | None]] | None:
+        """I_e's reference answers: collected through the labelling backend (requested on first use,
+        parents before children; None while people have not answered), or ground truth."""
+        if self.settings.eval_labels == "truth":
+            return {r: self.pool.truth[r] for r in self.eval_ids}
+        for depth, categories in self._phases(list(self.protocol.categories)):
+            batch = "eval" if depth == 0 else f"eval.d{depth}"
+            if self.eval_ledger.has(batch):
+                continue
+            human = self.eval_ledger.answers_by_record()
+            requests = [LabelRequest(r, c) for r in self.eval_ids for c in categories
+                        if self.protocol.applies(c, self._known({}, human.get(r, {})))]
+            if not requests:
+                continue
+            self.labeller.submit(requests, batch, None)
+            labels = self.labeller.collect(batch)
+            if labels is None:
+                return None
+            self.eval_ledger.record(batch, labels)
+            kill_point("annotation.eval_labelled")
+        human = self.eval_ledger.answers_by_record()
+        return {r: human.get(r, {}) for r in self.eval_ids}
+
+    def evaluate(self, annotator: AttributeAnnotator, reference: dict | None = None) -> dict[str, float]:
+        """Per-category accuracy on I_e, over the images where the category applies; only categories
+        with at least ``min_eval_count`` such images (see :meth:`evaluate_detail`)."""
+        return {c: d["accuracy"] for c, d in self.evaluate_detail(annotator, reference).items() if d["measured"]}
+
+    def evaluate_detail(self, annotator: AttributeAnnotator, reference: dict | None = None) -> dict[str, dict]:
         """Per category: ``count`` (I_e images it applies to), ``measured``, and where measured the
-        ``accuracy`` with its 95% Wilson interval ``low``/``high``. Categories absent from I_e: count 0."""
-        idx = self.pool.index(self.eval_ids)
-        predicted, _ = annotator.predict(self.pool.views[idx])
+        ``accuracy`` with its 95% Wilson interval ``low``/``high``. Categories absent from I_e: count 0.
+        ``reference``: record -> answers (default :meth:`eval_answers`; the renderer's truth for the
+        second yardstick); I_e images it lacks are left out."""
+        reference = self.eval_answers() if reference is None else reference
+        if reference is None:
+            raise RuntimeError("annotation: I_e's labels are not all answered yet")
+        ids = [r for r in self.eval_ids if r in reference]
+        predicted, _ = annotator.predict(self.pool.views[self.pool.index(ids)]) if ids else ([], [])
         hits: dict[str, list[bool]] = {c: [] for c in self.protocol.categories}
-        for rid, pred in zip(self.eval_ids, predicted):
-            for c, truth in self.pool.truth[rid].items():
-                if truth is not None:
+        for rid, pred in zip(ids, predicted):
+            for c, truth in reference[rid].items():
+                if truth is not None and c in hits:
                     hits[c].append(pred.get(c) == truth)
         out = {}
         for c, h in hits.items():
@@ -212,8 +257,12 @@ class AnnotationFlywheel:
             return IterationResult(**json.loads(metrics.read_text()))
         if k > len(self.completed()):
             raise ValueError(f"iteration {k} needs iteration {k - 1} first")
+        reference = self.eval_answers()
+        if reference is None:  # I_e's labels are with people
+            return IterationResult(k, [], 0, 0, self.labels_spent(), {}, {}, status="waiting",
+                                   eval_labels=self.eval_ledger.count())
         annotator = self.annotator(k - 1)
-        before = self.evaluate(annotator)
+        before = self.evaluate(annotator, reference)
         batch = f"iter-{k:04d}"
         plan_path = self._dir(k) / "plan.json"
         self._dir(k).mkdir(parents=True, exist_ok=True)
@@ -223,7 +272,7 @@ class AnnotationFlywheel:
             # below the target, or not measured (too few I_e images): both need labels
             categories = list(self.protocol.categories) if k == 0 else \
                 [c for c in self.protocol.categories if before.get(c, 0.0) < s.target_accuracy]
-            budget_left = int(s.label_budget * self.full_cost) - self.ledger.count()
+            budget_left = int(s.label_budget * self.full_cost) - self.labels_spent()
             images = self._sample(k, annotator, categories, budget_left) if categories else []
             plan = {"categories": categories, "images": images}
             _write_json(plan_path, plan)
@@ -249,19 +298,22 @@ class AnnotationFlywheel:
                                                        for r in hints if r in asked})
                 labels = self.labeller.collect(phase)
                 if labels is None:
-                    return IterationResult(k, plan["categories"], len(plan["images"]), added, self.ledger.count(), before, {},
-                                           status="waiting")
+                    return IterationResult(k, plan["categories"], len(plan["images"]), added, self.labels_spent(), before, {},
+                                           status="waiting", eval_labels=self.eval_ledger.count())
                 added += self.ledger.record(phase, labels)
                 kill_point("annotation.labelled")
         labelled = self.ledger.by_record()
         if plan["images"]:
             ids = sorted(labelled)
             annotator.fit(self.pool.views[self.pool.index(ids)], [labelled[r] for r in ids])
-        detail = self.evaluate_detail(annotator)
+        detail = self.evaluate_detail(annotator, reference)
         after = {c: d["accuracy"] for c, d in detail.items() if d["measured"]}
+        truth = {r: self.pool.truth[r] for r in self.eval_ids if r in self.pool.truth}
+        on_truth = self.evaluate(annotator, truth) if truth and s.eval_labels != "truth" else {}
         annotator.save(self._dir(k) / "annotator")
         kill_point("annotation.saved")
-        result = IterationResult(k, plan["categories"], len(plan["images"]), added, self.ledger.count(), before, after,
+        result = IterationResult(k, plan["categories"], len(plan["images"]), added, self.labels_spent(), before, after,
+                                 eval_labels=self.eval_ledger.count(), accuracy_truth=on_truth,
                                  not_measured={c: d["count"] for c, d in detail.items() if not d["measured"]},
                                  intervals={c: [d["low"], d["high"]] for c, d in detail.items() if d["measured"]})
         result.stop_reason = self._stop_reason(k, result)
@@ -288,7 +340,7 @@ class AnnotationFlywheel:
         s = self.settings
         if result.accuracy_after and not result.not_measured and min(result.accuracy_after.values()) >= s.target_accuracy:
             return "every category meets the target"
-        if self.ledger.count() >= int(s.label_budget * self.full_cost) or not result.images:
+        if self.labels_spent() >= int(s.label_budget * self.full_cost) or not result.images:
             return "label budget spent" if result.categories else "nothing left to label"
         history = self.completed() + [result]
         means = [np.mean(list(r.accuracy_after.values())) for r in history]

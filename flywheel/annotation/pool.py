@@ -69,8 +69,12 @@ def build_pool(kept: list[dict], raw_by_id: dict[str, dict], store: ContentStore
         rid = row["record_id"]
         raw = raw_by_id[rid]
         sidecar = json.loads(raw["sidecar_json"]) if raw.get("sidecar_json") else {}
-        if isinstance(sidecar.get("attributes"), dict):
-            truth[rid] = sidecar["attributes"]
+        # ground truth where it is known: the synthetic source's renderer attributes, or a folder of
+        # renders whose metadata side-car carries them (the second, exact yardstick; labels come from people)
+        metadata = sidecar.get("metadata") if isinstance(sidecar.get("metadata"), dict) else {}
+        attributes = sidecar.get("attributes", metadata.get("attributes"))
+        if isinstance(attributes, dict):
+            truth[rid] = attributes
         parsing_key, source = raw.get("sidecar_parsing_sha256"), "source"
         need_views = rid not in cached_index
         image = None
