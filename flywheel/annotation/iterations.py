@@ -9,7 +9,9 @@ meets the target, when the label budget is spent, or after two iterations withou
 
 I_e is labelled like any other images, through the labelling backend (people in Label Studio,
 the oracle in the demo), level by level of the hierarchy, into its own ledger (never training
-data), and its labels count in the cost; so a real pool without ground truth runs the flywheel.
+data), and its labels count in the cost (``total_labels``; ``label_budget`` bounds the labels
+bought for training, I_e being a fixed cost beside them); so a real pool without ground truth
+runs the flywheel.
 Where the pool has renderer ground truth it is a second, exact yardstick (``accuracy_truth``).
 ``eval_labels: truth`` keeps the old free I_e from ground truth, for benchmarks only.
 
@@ -272,7 +274,8 @@ class AnnotationFlywheel:
             # below the target, or not measured (too few I_e images): both need labels
             categories = list(self.protocol.categories) if k == 0 else \
                 [c for c in self.protocol.categories if before.get(c, 0.0) < s.target_accuracy]
-            budget_left = int(s.label_budget * self.full_cost) - self.labels_spent()
+            # the budget is what the flywheel buys for training; I_e is a fixed cost beside it (in total_labels)
+            budget_left = int(s.label_budget * self.full_cost) - self.ledger.count()
             images = self._sample(k, annotator, categories, budget_left) if categories else []
             plan = {"categories": categories, "images": images}
             _write_json(plan_path, plan)
@@ -340,7 +343,7 @@ class AnnotationFlywheel:
         s = self.settings
         if result.accuracy_after and not result.not_measured and min(result.accuracy_after.values()) >= s.target_accuracy:
             return "every category meets the target"
-        if self.labels_spent() >= int(s.label_budget * self.full_cost) or not result.images:
+        if self.ledger.count() >= int(s.label_budget * self.full_cost) or not result.images:
             return "label budget spent" if result.categories else "nothing left to label"
         history = self.completed() + [result]
         means = [np.mean(list(r.accuracy_after.values())) for r in history]
