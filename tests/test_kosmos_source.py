@@ -74,3 +74,31 @@ def test_stage1_language_modelling_loss_decreases_on_captions():
         opt.step()
     assert loss.item() < 0.3 * first
     assert all(torch.equal(v, model.vision.state_dict()[k]) for k, v in before.items())
+
+
+def test_stage2_trains_only_the_aligner_towards_the_unets_text_conditioning(protocol):
+    from training.base_model import load_base
+    from training.kosmos.align import (
+        alignment_scores,
+        protocol_captions,
+        text_targets,
+        train_alignment,
+    )
+    from training.kosmos.aligner import AlignerConfig, AlignerNet
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    base = load_base(Path(__file__).parents[1] / "models" / "embedded-base")
+    source = TinySourceModel.from_clip(CLIP, TinySourceConfig(layers=1)).eval()
+    aligner = AlignerNet(AlignerConfig(128, base.text_encoder.config.hidden_size, max_source_len=128, layers=1, width=64, heads=4))
+    captions = protocol_captions(protocol, 64, seed=1)
+    assert len(set(captions)) > 50 and all(c for c in captions)
+    frozen = [{k: v.clone() for k, v in m.state_dict().items()} for m in (source, base.text_encoder)]
+    target = text_targets(base, captions[:8])
+    start = alignment_scores(source, aligner, base, captions[:16])
+    train_alignment(source, aligner, base, captions, steps=40, batch_size=8, lr=2e-3)
+    end = alignment_scores(source, aligner, base, captions[:16])
+    assert end["r2"] > start["r2"] + 0.2, (start, end)
+    for before, module in zip(frozen, (source, base.text_encoder)):
+        assert all(torch.equal(v, module.state_dict()[k]) for k, v in before.items())
+    assert torch.equal(target, text_targets(base, captions[:8]))
