@@ -36,7 +36,7 @@ def base_model(folder: Path) -> ModelUnderTest:
 
 
 def load_registered(name: str, version: str, cache: Path) -> BaseModel:
-    """A registered pipeline version from its artifacts (diffusers pipeline, or base + dual prior)."""
+    """A registered pipeline version from its artifacts (diffusers pipeline, base + LoRA adapter, or base + dual prior)."""
     import mlflow
 
     folder = cache / f"{name}-v{version}"
@@ -50,8 +50,12 @@ def load_registered(name: str, version: str, cache: Path) -> BaseModel:
         from training.dual_prior.trainer import load_with_prior
 
         return load_with_prior(paths["base"], paths["prior"])
+    if "adapter" in paths:
+        from training.lora import load_adapter
+
+        return load_adapter(paths["base"], paths["adapter"])
     if "pipeline" not in paths:
-        raise ValueError(f"models:/{name}/{version}: no 'pipeline' or 'prior' artifact (has {sorted(paths)})")
+        raise ValueError(f"models:/{name}/{version}: no 'pipeline', 'adapter' or 'prior' artifact (has {sorted(paths)})")
     return load_base(paths["pipeline"])
 
 

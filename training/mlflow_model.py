@@ -1,7 +1,8 @@
 """The trained pipeline as an MLflow model: a pyfunc that generates images from prompts.
 
-The pipeline directory (diffusers layout) travels as the model's artifact, so a registered
-version is self-contained: ``mlflow.pyfunc.load_model("models:/<name>@champion")`` and
+The pipeline directory (diffusers layout) travels as the model's artifact (a LoRA training's:
+the base directory and the adapter, ``base`` and ``adapter``), so a registered version is
+self-contained: ``mlflow.pyfunc.load_model("models:/<name>@champion")`` and
 ``predict(pd.DataFrame({"prompt": [...], "seed": [...]}))`` return PNG bytes per row. The
 trainings log it from code (:mod:`training.mlflow_models`), not as a pickled instance.
 """
@@ -28,6 +29,16 @@ class DiffusionPipelineModel(mlflow.pyfunc.PythonModel):
         seeds = model_input["seed"].tolist() if "seed" in model_input else list(range(len(model_input)))
         images = generate(self.base, self.base.unet, model_input["prompt"].tolist(), seeds, h, w, steps=steps)
         return [png_bytes(im) for im in images]
+
+
+class LoraPipelineModel(DiffusionPipelineModel):
+    """The base pipeline with a LoRA adapter (diffusers format) loaded into its UNet: artifacts
+    ``base`` (the diffusers directory it was trained on) and ``adapter`` (see :mod:`training.lora`)."""
+
+    def load_context(self, context) -> None:
+        from training.lora import load_adapter
+
+        self.base = load_adapter(context.artifacts["base"], context.artifacts["adapter"])
 
 
 class DualPriorPipelineModel(DiffusionPipelineModel):
@@ -59,6 +70,7 @@ def pip_requirements(*extra: str) -> list[str]:
 MODELS_FROM_CODE = Path(__file__).parent / "mlflow_models"
 PIPELINE = MODELS_FROM_CODE / "pipeline.py"
 DUAL_PRIOR_PIPELINE = MODELS_FROM_CODE / "dual_prior_pipeline.py"
+LORA_PIPELINE = MODELS_FROM_CODE / "lora_pipeline.py"
 
 
 def log_and_register(python_model, artifacts: dict[str, str], registered_model: str, variant: str, version_tags: dict,

@@ -6,7 +6,9 @@ the snapshot's tag and data hash, step-wise L_noise / L_HOLA / learning rate, at
 maps of a fixed sample next to its masks every N steps, validation samples, the
 attention-mask IoU on held-out (test split) samples, and the final pipeline registered as
 a new version of the registered model, tagged with snapshot version, git commit and the
-Dagster run id. No settings that name secrets are logged (see :func:`flywheel.tracking.flatten`).
+Dagster run id (a LoRA training registers the base and its adapter). No settings that name
+secrets are logged (see :func:`flywheel.tracking.flatten`). Under a multi-process launch only the
+main process does any of this; the others take their part in training and return None.
 """
 
 from __future__ import annotations
@@ -75,14 +77,29 @@ def attention_figure(base, unet, dataset, store, index: int = 0) -> np.ndarray:
     return np.concatenate([np.concatenate(r, 1) for r in rows], 0)
 
 
+def lora_artifacts(base_dir: Path, adapter_dir: Path, output_dir: Path) -> dict[str, str]:
+    """The registered version's ``base`` and ``adapter`` artifacts. MLflow keeps each under its folder's
+    name: an adapter folder named like the base's is copied (it is small) to a name of its own."""
+    if Path(adapter_dir).name == Path(base_dir).name:
+        import shutil
+
+        copy = Path(output_dir) / "package" / "adapter"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(adapter_dir, copy)
+        adapter_dir = copy
+    return {"base": str(base_dir), "adapter": str(adapter_dir)}
+
+
 def run_training(profile: TrainingProfile, snapshot, protocol, base_dir: Path, output_dir: Path, tracking, experiment: str,
-                 run_name: str, tags: dict[str, str] | None = None, nested: bool = False) -> TrainingRun:
+                 run_name: str, tags: dict[str, str] | None = None, nested: bool = False) -> TrainingRun | None:
+    """The tracked run (see the module docstring); None on the processes other than the main one."""
     import mlflow
 
     from flywheel.tracking import flatten, mlflow_run
     from training.alignment import attention_iou
-    from training.base_model import load_base
     from training.data import DaringDataset
+    from training.distributed import process_state
+    from training.lora import load_trained
     from training.sampling import generate, image_grid
     from training.trainer import train
 
@@ -90,6 +107,10 @@ def run_training(profile: TrainingProfile, snapshot, protocol, base_dir: Path, o
         torch.set_num_threads(profile.threads)
     s = profile.train
     train_samples = list(snapshot.samples("train"))
+    processes = process_state()
+    if not processes.is_main_process:  # its share of every step; the trainer waits until the main process saved
+        train(s, base_dir, train_samples, protocol, output_dir)
+        return None
     held_out = list(snapshot.samples("test", limit=profile.eval_samples))
     run_tags = tracking.dagster_run_tags({"cosmicman.stage": "training", "git.commit": git_commit(),
                                           **snapshot.tracking_tags(), **(tags or {})})
@@ -99,7 +120,8 @@ def run_training(profile: TrainingProfile, snapshot, protocol, base_dir: Path, o
 
         mlflow.log_input(snapshot_dataset(snapshot), context="training")
         mlflow.log_params(flatten({"base_model": str(base_dir), "train_images": len(train_samples),
-                                   "held_out_images": len(held_out), **flatten(s.model_dump(mode="json"), "train.")}))
+                                   "held_out_images": len(held_out), "processes": processes.num_processes,
+                                   **flatten(s.model_dump(mode="json"), "train.")}))
         t0 = time.perf_counter()
 
         def on_log(step, losses):
@@ -114,7 +136,7 @@ def run_training(profile: TrainingProfile, snapshot, protocol, base_dir: Path, o
         result = train(s, base_dir, train_samples, protocol, output_dir, on_log=on_log, on_attention=on_attention)
         kill_point("training.trained")  # trained and saved, not yet registered
         seconds = time.perf_counter() - t0
-        trained = load_base(result.unet_dir)
+        trained = load_trained(result.unet_dir)
         trained.unet.eval()
         height, width = trained.image_size
         prompts = [p for p in s.validation_prompts for _ in profile.validation_seeds]
@@ -132,13 +154,18 @@ def run_training(profile: TrainingProfile, snapshot, protocol, base_dir: Path, o
             iou = attention_iou(trained, trained.unet, eval_ds, s.attention_levels, s.attention_layers)
             metrics.update({f"attention_{k}": v for k, v in iou.items() if k != "groups"})
         mlflow.log_metrics(metrics)
-        from training.mlflow_model import PIPELINE, log_and_register
+        from training.mlflow_model import LORA_PIPELINE, PIPELINE, log_and_register
 
-        version, model_id = log_and_register(
-            PIPELINE, {"pipeline": str(result.unet_dir)}, profile.registered_model, variant,
-            {"snapshot.version": snapshot.version, "snapshot.tag": snapshot.tag or "untagged",
-             "snapshot.data_hash": snapshot.data_hash or "unknown", "git.commit": run_tags["git.commit"],
-             "dagster.run_id": run_tags.get("dagster.run_id", "none"), "beta": s.beta,
-             "act_fn": trained.unet.config.act_fn})
+        version_tags = {"snapshot.version": snapshot.version, "snapshot.tag": snapshot.tag or "untagged",
+                        "snapshot.data_hash": snapshot.data_hash or "unknown", "git.commit": run_tags["git.commit"],
+                        "dagster.run_id": run_tags.get("dagster.run_id", "none"), "beta": s.beta,
+                        "act_fn": trained.unet.config.act_fn}
+        if result.adapter_dir is not None:
+            version, model_id = log_and_register(
+                LORA_PIPELINE, lora_artifacts(Path(base_dir), result.adapter_dir, output_dir), profile.registered_model,
+                variant, {**version_tags, "lora_rank": s.lora_rank}, extra_requirements=("peft",))
+        else:
+            version, model_id = log_and_register(PIPELINE, {"pipeline": str(result.unet_dir)}, profile.registered_model,
+                                                 variant, version_tags)
         return TrainingRun(run.info.run_id, run.info.experiment_id, profile.registered_model, version, metrics, png_bytes(grid), output_dir, snapshot.tag,
                            result.history, model_id)

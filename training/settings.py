@@ -28,7 +28,11 @@ class TrainSettings(Model):
     max_grad_norm: float = 1.0
     snr_gamma: float | None = Field(None, description="Min-SNR-γ loss weighting (5.0 is the usual choice)")
     noise_offset: float = 0.0
-    lora_rank: int = Field(0, ge=0, description="0 = full UNet fine-tune; >0 = LoRA on to_q/to_k/to_v/to_out")
+    lora_rank: int = Field(0, ge=0, description="0 = full UNet fine-tune; >0 = LoRA on to_q/to_k/to_v/to_out, saved as "
+                           "an adapter (diffusers LoRA format, `pipe.load_lora_weights`) with a reference to its base; "
+                           "the registered version carries base + adapter")
+    lora_merge: bool = Field(False, description="with lora_rank > 0: save the UNet with the adapter merged into its "
+                             "weights (a full pipeline, loadable without peft) instead of the adapter")
     train_text_encoder: bool = Field(False, description="also fine-tune the (first) text encoder, as diffusers' "
                                      "--train_text_encoder; the tiny model's random encoder needs it to carry the prompt")
     attention_levels: list[int] | None = Field(None, description="captured resolution levels; default the mid ones")

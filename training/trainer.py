@@ -4,14 +4,20 @@
 UNet fine-tuning (paper: AdamW, lr 1e-5, weight decay 1e-2) or LoRA adapters (peft) on the
 attention projections; mixed precision, gradient accumulation, gradient checkpointing, EMA,
 gradient clipping, SNR-γ weighting and noise offset; a checkpoint every N steps (oldest
-pruned beyond a limit) and resume from the latest; validation samples. The same code runs
-under ``accelerate launch`` on several GPUs.
+pruned beyond a limit) and resume from the latest; validation samples. LoRA training saves
+the adapter (diffusers' LoRA format, :mod:`training.lora`) with a reference to its base, and a
+merged UNet only with ``lora_merge``. The same code runs under ``accelerate launch`` on several
+processes (GPUs, or CPU over gloo): the logged losses are the mean over the processes, the main
+process alone saves, the others wait for it, and every process's final weights must agree.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +30,7 @@ from training.base_model import BaseModel, load_base
 from training.checkpoints import checkpoints, save_checkpoint
 from training.data import DaringDataset, DiscretizeSettings, collate
 from training.denoising import denoising_target, min_snr_weights
+from training.distributed import process_state
 from training.hola import hola_loss
 from training.sampling import encode_batch
 from training.settings import TrainSettings
@@ -47,6 +54,19 @@ class TrainResult:
     history: list[tuple[int, StepLosses]] = field(default_factory=list)
     resumed_from: int = 0
     captured_layers: list[str] = field(default_factory=list)
+    adapter_dir: Path | None = None  # = unet_dir when a LoRA adapter (not a pipeline) was saved there
+    world_size: int = 1
+    weights_sha256: str | None = None  # of the final UNet, the same on every process (checked when several)
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 over a module's state dict (names, dtypes, shapes and bytes, in name order)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, output_dir: Path,
@@ -60,6 +80,7 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
 
     s = settings
     output_dir = Path(output_dir)
+    process_state()  # joined by the Accelerator: one process group across a multi-process launch, CPU included
     accelerator = Accelerator(mixed_precision=s.mixed_precision, gradient_accumulation_steps=s.gradient_accumulation_steps,
                               project_config=ProjectConfiguration(project_dir=str(output_dir)))
     set_seed(s.seed)
@@ -76,11 +97,10 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
         text_encoder.requires_grad_(True)
         text_encoder.train()
     if s.lora_rank:
-        from peft import LoraConfig
+        from training.lora import lora_config
 
         unet.requires_grad_(False)
-        unet.add_adapter(LoraConfig(r=s.lora_rank, lora_alpha=s.lora_rank, init_lora_weights="gaussian",
-                                    target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+        unet.add_adapter(lora_config(s.lora_rank))
     if s.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     store = AttentionStore()
@@ -165,7 +185,10 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
             if ema is not None:
                 ema.step([p for p in accelerator.unwrap_model(unet).parameters() if p.requires_grad])
             step += 1
-            last = StepLosses(float(loss_noise.detach()), float(loss_hola.detach()), lr_scheduler.get_last_lr()[0])
+            # the mean over the processes (each saw its own shard of the batch); the same on every process
+            noise_mean, hola_mean = accelerator.reduce(torch.stack([loss_noise.detach().float(), loss_hola.detach().float()]),
+                                                       "mean").tolist()
+            last = StepLosses(noise_mean, hola_mean, lr_scheduler.get_last_lr()[0])
             if not math.isfinite(last.noise) or not math.isfinite(last.hola):
                 raise FloatingPointError(f"training diverged at step {step}: L_noise {last.noise}, L_HOLA {last.hola}")
             bar.update(1)
@@ -185,7 +208,8 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
     final = accelerator.unwrap_model(unet)
     if ema is not None:
         ema.copy_to([p for p in final.parameters() if p.requires_grad])
-    if s.lora_rank:  # fold the adapters into the weights: a plain UNet, loadable without peft
+    adapter = bool(s.lora_rank) and not s.lora_merge
+    if s.lora_rank and s.lora_merge:  # fold the adapters into the weights: a plain UNet, loadable without peft
         final.fuse_lora()
         final.unload_lora()
     from diffusers.models.attention_processor import AttnProcessor2_0
@@ -196,7 +220,35 @@ def train(settings: TrainSettings, base_path: Path, dataset_samples, protocol, o
     unet_dir = output_dir / "final"
     if s.train_text_encoder:
         base.text_encoder = accelerator.unwrap_model(text_encoder).eval()
+    digest = None
+    if accelerator.num_processes > 1:
+        digest = _agree_on_weights(accelerator, final, output_dir)
     if accelerator.is_main_process:
-        base.save(unet_dir, unet=final)  # with the fine-tuned text encoder when it was trained
-    return TrainResult(output_dir, unet_dir, step, last, history, resumed_from, captured)
+        shutil.rmtree(unet_dir, ignore_errors=True)  # an earlier run's pipeline (or adapter) must not mix with this one
+        if adapter:
+            from training.lora import save_adapter
 
+            save_adapter(unet_dir, final, base, base_path, s.act_fn)
+        else:
+            base.save(unet_dir, unet=final)  # with the fine-tuned text encoder when it was trained
+    accelerator.wait_for_everyone()  # what the main process saved is complete before any process reads it
+    return TrainResult(output_dir, unet_dir, step, last, history, resumed_from, captured,
+                       adapter_dir=unet_dir if adapter else None, world_size=accelerator.num_processes, weights_sha256=digest)
+
+
+def _agree_on_weights(accelerator, final: torch.nn.Module, output_dir: Path) -> str:
+    """Every process writes its final UNet's digest to ``processes/rank-<i>.json`` (the evidence of
+    what each one ended with) and raises unless all agree: the main process saves only its own copy."""
+    from accelerate.utils import gather_object
+
+    digest = weights_digest(final)
+    folder = output_dir / "processes"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"rank-{accelerator.process_index}.json").write_text(json.dumps(
+        {"rank": accelerator.process_index, "world_size": accelerator.num_processes, "device": str(accelerator.device),
+         "unet_sha256": digest}))
+    digests = gather_object([digest])
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"{output_dir}: the processes ended with different UNet weights ({digests}); "
+                           "the saved model would be the main process's alone")
+    return digest
