@@ -237,3 +237,22 @@ def test_the_pyfunc_model_honours_its_steps_parameter(layouts, layout, tmp_path)
         out = model.predict(frame, params={"steps": steps})
         assert len(calls) == steps and len(out) == 2
         assert all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in out)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_lora_training_saves_an_adapter_for_each_layout_that_reloads_onto_its_base(layouts, layout, portraits, protocol, tmp_path):
+    from training.lora import is_adapter, load_trained
+
+    result = _train(layouts[layout], portraits, protocol, tmp_path / "run", beta=1.0, lora_rank=2, lr=1e-2)
+    assert is_adapter(result.unet_dir) and not (result.unet_dir / "unet").exists()  # the adapter, not a merged UNet
+    trained, base = load_trained(result.unet_dir), load_base(layouts[layout])
+    assert trained.is_sdxl == base.is_sdxl and trained.image_size == ((96, 64) if layout == "embedded" else (192, 128))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, *trained.latent_size, generator=g)
+    context, added = encode_prompts(trained, PROMPTS[:1], trained.image_size)
+    extra = {"added_cond_kwargs": added} if added else {}
+    with torch.no_grad():
+        a = trained.unet(x, torch.tensor([500]), encoder_hidden_states=context, **extra).sample
+        b = base.unet(x, torch.tensor([500]), encoder_hidden_states=context, **extra).sample
+    assert not torch.allclose(a, b, atol=1e-6)  # the adapter is applied
+    assert generate(trained, trained.unet, PROMPTS[:1], [0], *trained.image_size, steps=2).shape == (1, *trained.image_size, 3)
