@@ -209,10 +209,17 @@ def train_cmd(
     plots_out: Optional[Path] = typer.Option(None, help="also write the loss history here (CSV, for dvc plots)"),
     profile: Optional[str] = ProfileOpt,
 ) -> None:
-    """Train on a CosmicMan-HQ version; logs and registers in MLflow."""
-    from training.stages import train_variant
+    """Train on a CosmicMan-HQ version; logs and registers in MLflow (under `accelerate launch`, from the main process)."""
+    from training.distributed import process_state
+    from training.stages import train_variant, training_snapshot
 
-    run = train_variant(_settings(profile), name, beta=beta, act_fn=act_fn, snapshot_version=snapshot_version)
+    settings = _settings(profile)
+    processes = process_state()
+    with processes.main_process_first():  # one process fetches the version into the shared cache, then the others read it
+        training_snapshot(settings, snapshot_version)
+    run = train_variant(settings, name, beta=beta, act_fn=act_fn, snapshot_version=snapshot_version)
+    if run is None:  # another process of a multi-process launch: the main process tracked, registered and reports
+        return
     if metrics_out:
         metrics_out.parent.mkdir(parents=True, exist_ok=True)
         metrics_out.write_text(json.dumps({"model_version": int(run.model_version), **run.metrics}, indent=1, sort_keys=True))
