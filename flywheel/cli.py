@@ -236,9 +236,15 @@ def train_dual_prior_cmd(
     profile: Optional[str] = ProfileOpt,
 ) -> None:
     """Dual-level prior training (binding, then adversarial rectification) under one parent MLflow run."""
-    from training.stages import train_dual_prior
+    from training.distributed import process_state
+    from training.stages import train_dual_prior, training_snapshot
 
-    run = train_dual_prior(_settings(profile), snapshot_version=snapshot_version)
+    settings = _settings(profile)
+    with process_state().main_process_first():  # as train: one process fills the shared snapshot cache
+        training_snapshot(settings, snapshot_version)
+    run = train_dual_prior(settings, snapshot_version=snapshot_version)
+    if run is None:  # another process of a multi-process launch
+        return
     console.print(f"dual prior: MLflow run {run.run_id} (stages {run.stage_run_ids}); {run.model_name} version "
                   f"{run.model_version}; " + ", ".join(f"{k} {v:.4g}" for k, v in run.metrics.items()))
 

@@ -4,7 +4,9 @@ Each stage run logs every loss term per step (noise, suppress/margin/scale for s
 pose; critic scores, gradient penalty and Wasserstein estimate in stage 2), and images of
 the human tokens' and the pose token's maps next to their masks. The parent logs the
 held-out IoUs of the base model and after each stage, and registers the result (LoRA
-weights plus the pose token's embedding, with the base model) as a model version.
+weights plus the pose token's embedding, with the base model) as a model version. Under a
+multi-process launch only the main process tracks, evaluates and registers; the others train
+their share of both stages and return None.
 """
 
 from __future__ import annotations
@@ -47,11 +49,13 @@ def maps_figure(batch: dict, shape_maps: torch.Tensor, pose_maps: torch.Tensor, 
 
 
 def run_dual_prior(profile, snapshot, protocol, base_dir: Path, output_dir: Path, tracking, experiment: str,
-                   tags: dict[str, str] | None = None) -> DualPriorRun:
+                   tags: dict[str, str] | None = None) -> DualPriorRun | None:
+    """The tracked dual-prior training (see the module docstring); None on the processes other than the main one."""
     import mlflow
 
     from flywheel.tracking import flatten, mlflow_run
     from training.base_model import load_base
+    from training.distributed import process_state
     from training.dual_prior.alignment import eval_dataset, prior_iou
     from training.dual_prior.trainer import add_pose_token, load_with_prior, train_stage
     from training.run import git_commit
@@ -60,6 +64,13 @@ def run_dual_prior(profile, snapshot, protocol, base_dir: Path, output_dir: Path
     if profile.threads:
         torch.set_num_threads(profile.threads)
     train_samples = list(snapshot.samples("train"))
+    processes = process_state()
+    if not processes.is_main_process:  # its share of every step of both stages
+        prior = None
+        for stage in ("bind", "adversarial"):
+            prior = train_stage(stage, s, base_dir, train_samples, protocol, output_dir, init_prior=prior).final_dir
+            processes.wait_for_everyone()  # every process has written the stage's prior before any reads it
+        return None
     held_out = list(snapshot.samples("test", limit=profile.eval_samples))
     run_tags = tracking.dagster_run_tags({"cosmicman.stage": "dual_prior", "cosmicman.variant": "dual-prior",
                                           "git.commit": git_commit(), **snapshot.tracking_tags(), **(tags or {})})
@@ -77,7 +88,7 @@ def run_dual_prior(profile, snapshot, protocol, base_dir: Path, output_dir: Path
 
         mlflow.log_input(snapshot_dataset(snapshot), context="training")
         mlflow.log_params(flatten({"base_model": str(base_dir), "train_images": len(train_samples),
-                                   **flatten(s.model_dump(mode="json"), "dual_prior.")}))
+                                   "processes": processes.num_processes, **flatten(s.model_dump(mode="json"), "dual_prior.")}))
         prior = None
         for stage in ("bind", "adversarial"):
             with mlflow_run(tracking, experiment, f"dual-prior-{stage}", tags={**run_tags, "dual_prior.stage": stage},
@@ -88,6 +99,7 @@ def run_dual_prior(profile, snapshot, protocol, base_dir: Path, output_dir: Path
                                      on_maps=lambda st, k, batch, sm, pm: mlflow.log_image(maps_figure(batch, sm, pm),
                                                                                            key=f"{st}_maps", step=k))
                 prior = result.final_dir
+                processes.wait_for_everyone()
                 after = {f"{stage}_{k}": v for k, v in evaluate(load_with_prior(base_dir, prior)).items()}
                 mlflow.log_metrics(after)
                 metrics.update(after)
