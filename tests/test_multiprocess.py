@@ -11,7 +11,6 @@ import os
 import subprocess
 import time
 
-import numpy as np
 import pytest
 
 from tests.conftest import BIN, ROOT
@@ -23,25 +22,13 @@ COMMAND = ["accelerate", "launch", "--config_file", "infra/accelerate/multi_cpu.
 
 def _publish(settings, protocol, count: int = 16) -> None:
     """A small CosmicMan-HQ v1 in the workspace's registry (synthetic renders with their ground truth)."""
-    from flywheel.annotation.captions import caption_groups, join_caption
     from flywheel.snapshot.publish import publish_snapshot
     from flywheel.stages import snapshot_registry
     from flywheel.store import ContentStore
-    from flywheel.synthetic.source import SyntheticConfig, encode_parsing, render_sample
+    from tests.training_samples import snapshot_rows
 
     store = ContentStore(settings.store_url)
-    cfg = SyntheticConfig(seed=5, bad_fraction=0.0, width=64, height=96)
-    rows = []
-    for i in range(count):
-        s = render_sample(cfg, protocol, i)
-        answers = {k: v for k, v in s.truth["attributes"].items() if v is not None}
-        groups = caption_groups(protocol, answers, seed=i, present_classes=set(np.unique(s.parsing).tolist()))
-        rows.append({"record_id": f"rec{i:05d}", "sha256": store.put(s.data), "media_type": s.media_type,
-                     "parsing_sha256": store.put(encode_parsing(s.parsing)), "height": s.height, "width": s.width,
-                     "person_type": answers.get("person_type"), "caption_groups": [g.as_row() for g in groups],
-                     "caption": join_caption(groups), "answers": answers, "keypoints": s.keypoints.reshape(-1).tolist(),
-                     "person_box": [0.0, 0.0, float(s.width), float(s.height)], "face_box": None, "quality": 60.0,
-                     "face_quality": None, "source": "synthetic", "licence": "CC0-1.0", "attribution": "renderer"})
+    rows = snapshot_rows(protocol, store, range(count), width=64, height=96)
     publish_snapshot(rows, store.get, snapshot_registry(settings), protocol, settings.snapshot, {"run": "test"},
                      settings.data_docs_dir)
 

@@ -9,33 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flywheel.annotation.captions import caption_groups, join_caption
 from flywheel.settings import load_settings
 from flywheel.snapshot.loader import fetch_snapshot, open_snapshot
 from flywheel.snapshot.publish import PublishBlocked, SnapshotSettings, publish_snapshot
 from flywheel.snapshot.registry import DataRegistry, RegistryError
 from flywheel.snapshot.writer import write_snapshot
 from flywheel.store import ContentStore
-from flywheel.synthetic.source import SyntheticConfig, encode_parsing, render_sample
+from tests.training_samples import snapshot_rows
 
 DVC = load_settings("test").dvc_command()
 SETTINGS = SnapshotSettings(shard_size=40, test_fraction=0.2, split_tolerance=0.12)
 
 
 def _rows(protocol, store: ContentStore, indices) -> list[dict]:
-    cfg = SyntheticConfig(seed=5, bad_fraction=0.0, width=96, height=144)
-    rows = []
-    for i in indices:
-        s = render_sample(cfg, protocol, i)
-        answers = {k: v for k, v in s.truth["attributes"].items() if v is not None}
-        groups = caption_groups(protocol, answers, seed=i, present_classes=set(np.unique(s.parsing).tolist()))
-        rows.append({"record_id": f"rec{i:05d}", "sha256": store.put(s.data), "media_type": s.media_type,
-                     "parsing_sha256": store.put(encode_parsing(s.parsing)), "height": s.height, "width": s.width,
-                     "person_type": answers.get("person_type"), "caption_groups": [g.as_row() for g in groups],
-                     "caption": join_caption(groups), "answers": answers, "keypoints": s.keypoints.reshape(-1).tolist(),
-                     "person_box": [0.0, 0.0, float(s.width), float(s.height)], "face_box": None, "quality": 60.0,
-                     "face_quality": None, "source": "synthetic", "licence": "CC0-1.0", "attribution": "renderer"})
-    return rows
+    return snapshot_rows(protocol, store, indices)
 
 
 def _hashes(folder: Path) -> dict[str, str]:

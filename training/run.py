@@ -150,7 +150,8 @@ def run_training(profile: TrainingProfile, snapshot, protocol, base_dir: Path, o
         if held_out:
             from training.data import DiscretizeSettings
 
-            eval_ds = DaringDataset(held_out, protocol, trained.tokenizer, DiscretizeSettings.for_evaluation(trained))
+            eval_ds = DaringDataset(held_out, protocol, trained.tokenizer, DiscretizeSettings.for_evaluation(trained),
+                                    trained.tokenizer_2)
             iou = attention_iou(trained, trained.unet, eval_ds, s.attention_levels, s.attention_layers)
             metrics.update({f"attention_{k}": v for k, v in iou.items() if k != "groups"})
         mlflow.log_metrics(metrics)

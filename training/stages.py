@@ -127,6 +127,11 @@ def dual_prior_base(settings: Settings, snapshot_tag: str) -> Path:
     if not variant:
         return base_model_dir(settings)
     base = settings.workspace / "training" / variant / snapshot_tag / "final"
+    from training.lora import is_adapter
+
+    if is_adapter(base):  # the dual prior adds its own LoRA: it needs a whole pipeline to start from
+        raise ValueError(f"{base}: dual_prior.base_variant {variant!r} was trained as a LoRA adapter; train it with "
+                         "train.lora_merge: true (a merged pipeline) to adapt it with the dual prior")
     if not (base / "model_index.json").exists():
         raise FileNotFoundError(f"{base}: dual_prior.base_variant {variant!r} has no trained model for {snapshot_tag} yet "
                                 f"(train it first: cosmicman train --name {variant})")

@@ -157,10 +157,13 @@ def train_stage(stage: str, s: DualPriorSettings, base_dir: Path, samples, proto
                                {"params": embeddings, "lr": s.embedding_lr or s.lr, "weight_decay": 0.0}], lr=s.lr)
     critics = opt_d = None
     if stage == "adversarial":
-        critics = torch.nn.ModuleDict({"shape": PatchCritic(s.critic_layers, s.critic_width, s.critic_dropout),
-                                       "pose": PatchCritic(s.critic_layers, s.critic_width, s.critic_dropout)})
-        opt_d = torch.optim.AdamW(critics.parameters(), lr=s.critic_lr, betas=(0.5, 0.9))
-        unet, critics, opt_g, opt_d, loader, *texts = accelerator.prepare(unet, critics, opt_g, opt_d, loader, *texts)
+        shape_critic = PatchCritic(s.critic_layers, s.critic_width, s.critic_dropout)
+        pose_critic = PatchCritic(s.critic_layers, s.critic_width, s.critic_dropout)
+        opt_d = torch.optim.AdamW([*shape_critic.parameters(), *pose_critic.parameters()], lr=s.critic_lr, betas=(0.5, 0.9))
+        # each critic prepared on its own: a wrapped (DDP) ModuleDict could not be indexed
+        unet, shape_critic, pose_critic, opt_g, opt_d, loader, *texts = accelerator.prepare(
+            unet, shape_critic, pose_critic, opt_g, opt_d, loader, *texts)
+        critics = {"shape": shape_critic, "pose": pose_critic}
     else:
         unet, opt_g, loader, *texts = accelerator.prepare(unet, opt_g, loader, *texts)
     base.text_encoder = texts[0]  # encode_batch goes through the prepared modules
@@ -232,9 +235,9 @@ def train_stage(stage: str, s: DualPriorSettings, base_dir: Path, samples, proto
             last = logs
             bar.update(1)
             bar.set_postfix(noise=f"{logs['loss_noise']:.4f}")
-            if on_log and (step % s.log_every == 0 or step == total):
+            if on_log and accelerator.is_main_process and (step % s.log_every == 0 or step == total):
                 on_log(stage, step, logs)
-            if on_maps and (step % s.image_log_every == 0 or step == total):
+            if on_maps and accelerator.is_main_process and (step % s.image_log_every == 0 or step == total):
                 on_maps(stage, step, batch, shape_maps.detach(), pose_maps.detach())
             if step % s.checkpoint_every == 0 and accelerator.is_main_process:
                 save_checkpoint(accelerator, folder, step, s.checkpoints_total_limit)
@@ -244,5 +247,8 @@ def train_stage(stage: str, s: DualPriorSettings, base_dir: Path, samples, proto
     base.text_encoder = accelerator.unwrap_model(base.text_encoder)
     if base.is_sdxl:
         base.text_encoder_2 = accelerator.unwrap_model(base.text_encoder_2)
-    final = save_prior(folder / "final", accelerator.unwrap_model(unet), base, s.pose_token, s.lora_rank)
+    final = folder / "final"
+    if accelerator.is_main_process:  # one writer; the others wait before anyone reads it
+        save_prior(final, accelerator.unwrap_model(unet), base, s.pose_token, s.lora_rank)
+    accelerator.wait_for_everyone()
     return StageResult(stage, step, final, resumed, last)
