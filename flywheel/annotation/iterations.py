@@ -346,7 +346,7 @@ class AnnotationFlywheel:
         if self.ledger.count() >= int(s.label_budget * self.full_cost) or not result.images:
             return "label budget spent" if result.categories else "nothing left to label"
         history = self.completed() + [result]
-        means = [np.mean(list(r.accuracy_after.values())) for r in history]
+        means = [r.mean_accuracy for r in history]  # nan (no warning) when nothing was measured
         if len(means) > s.patience and max(means[-s.patience:]) < max(means[:-s.patience]) + s.min_gain:
             return f"{s.patience} iterations without gain"
         if k + 1 >= s.max_iterations:
