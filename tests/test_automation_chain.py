@@ -48,7 +48,20 @@ class Daemon:
     def runs(self, *statuses: dg.DagsterRunStatus) -> list:
         return list(self.instance.get_runs(filters=dg.RunsFilter(statuses=list(statuses))))
 
-    def wait(self, what: str, done, timeout: float) -> float:
+    def scheduled_runs(self) -> int:
+        return len(self.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/schedule_name": "weekly_source_refresh"})))
+
+    def one_tick(self) -> float:
+        """Start the schedule, stop it as soon as its tick has launched a run (a tick comes every minute: waiting
+        for the run to finish instead can let a second one in), and return the seconds waited."""
+        before = self.scheduled_runs()
+        self.cli("schedule", "start", "weekly_source_refresh")
+        waited = self.wait("a schedule tick", lambda: self.scheduled_runs() > before, 240, poll=0.5)
+        self.cli("schedule", "stop", "weekly_source_refresh")
+        assert self.scheduled_runs() == before + 1, "the schedule ticked twice before it was stopped"
+        return waited
+
+    def wait(self, what: str, done, timeout: float, poll: float = 2) -> float:
         t0 = time.time()
         while not done():
             failed = self.runs(dg.DagsterRunStatus.FAILURE)
@@ -58,7 +71,7 @@ class Daemon:
                 pytest.fail(f"run {failed[0].run_id} ({failed[0].job_name}) failed while waiting for {what}:\n{logs}")
             assert self.proc.poll() is None, f"dagster-daemon exited ({self.proc.returncode}); see {self.log.name}"
             assert time.time() - t0 < timeout, f"no {what} after {timeout:.0f} s; see {self.log.name}"
-            time.sleep(2)
+            time.sleep(poll)
         return time.time() - t0
 
     def close(self) -> None:
@@ -79,17 +92,15 @@ def daemon(tmp_path):
 
 @pytest.mark.slow
 def test_one_schedule_tick_reaches_the_report_and_a_tick_without_new_data_trains_nothing(daemon):
-    daemon.cli("schedule", "start", "weekly_source_refresh")
-    waited = daemon.wait("first refresh run", lambda: daemon.count("raw_images") >= 1, 240)
-    daemon.cli("schedule", "stop", "weekly_source_refresh")  # one tick
-    assert daemon.count("raw_images") == 1
+    waited = daemon.one_tick()
+    daemon.wait("first refresh run", lambda: daemon.count("raw_images") >= 1, 240)
     t0 = time.time()
     chain = daemon.wait("evaluation report", lambda: daemon.count("evaluation_report") >= 1, 1500)
     print(f"\nchain from the first batch to the evaluation report: {chain:.0f} s "
           f"(after {waited:.0f} s waiting for the schedule's tick)")
     daemon.wait("idle instance", lambda: not daemon.runs(dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTED,
                                                            dg.DagsterRunStatus.STARTING), 600)
-    first = {a: daemon.count(a) for a in ("filtered_pool", "annotated_pool", *CHAIN)}
+    first = {a: daemon.count(a) for a in ("raw_images", "filtered_pool", "annotated_pool", *CHAIN)}
     assert all(n == 1 for n in first.values()), first
     snapshot = daemon.instance.get_latest_materialization_event(dg.AssetKey("cosmicman_hq_snapshot"))
     assert snapshot.asset_materialization.metadata["version"].value == 1
@@ -97,9 +108,8 @@ def test_one_schedule_tick_reaches_the_report_and_a_tick_without_new_data_trains
     assert iterations >= 1
 
     # a second tick: the finite source has nothing new, the pool keeps the same images
-    daemon.cli("schedule", "start", "weekly_source_refresh")
+    daemon.one_tick()
     daemon.wait("second refresh run", lambda: daemon.count("raw_images") >= 2, 240)
-    daemon.cli("schedule", "stop", "weekly_source_refresh")
     daemon.wait("re-filtered pool", lambda: daemon.count("filtered_pool") >= 2, 300)
     time.sleep(45)  # three ticks of the automation sensor (15 s), one of the flywheel sensor (30 s)
     daemon.wait("idle instance", lambda: not daemon.runs(dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTED,
