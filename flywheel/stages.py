@@ -225,8 +225,9 @@ def annotation_iteration(settings: Settings, k: int, run_tags: dict[str, str] | 
                                    **flatten(settings.annotation.model_dump(mode="json"), "annotation.")}))
         metrics = {"labels": result.labels, "total_labels": result.total_labels,
                    "label_share": result.total_labels / max(1, flywheel.full_cost),
-                   "mean_accuracy_after": sum(result.accuracy_after.values()) / max(1, len(result.accuracy_after)),
                    "categories_below_target": sum(v < settings.annotation.target_accuracy for v in result.accuracy_after.values())}
+        if result.accuracy_after:  # nothing measured (too few I_e images): no mean, rather than a 0 that reads as one
+            metrics["mean_accuracy_after"] = result.mean_accuracy
         metrics.update({f"acc_before.{c}": v for c, v in result.accuracy_before.items()})
         metrics.update({f"acc_after.{c}": v for c, v in result.accuracy_after.items()})
         mlflow.log_metrics(metrics, step=k)

@@ -159,21 +159,10 @@ class AnnotationFlywheel:
         parents before children; None while people have not answered), or ground truth."""
         if self.settings.eval_labels == "truth":
             return {r: self.pool.truth[r] for r in self.eval_ids}
-        for depth, categories in self._phases(list(self.protocol.categories)):
-            batch = "eval" if depth == 0 else f"eval.d{depth}"
-            if self.eval_ledger.has(batch):
-                continue
-            human = self.eval_ledger.answers_by_record()
-            requests = [LabelRequest(r, c) for r in self.eval_ids for c in categories
-                        if self.protocol.applies(c, self._known({}, human.get(r, {})))]
-            if not requests:
-                continue
-            self.labeller.submit(requests, batch, None)
-            labels = self.labeller.collect(batch)
-            if labels is None:
-                return None
-            self.eval_ledger.record(batch, labels)
-            kill_point("annotation.eval_labelled")
+        _, answered = self._ask_by_level(self.eval_ledger, "eval", self.eval_ids, list(self.protocol.categories),
+                                         kill="annotation.eval_labelled")
+        if not answered:
+            return None
         human = self.eval_ledger.answers_by_record()
         return {r: human.get(r, {}) for r in self.eval_ids}
 
@@ -286,25 +275,10 @@ class AnnotationFlywheel:
             ai = dict(zip(plan["images"], predicted))
             hints = {r: {c: (a[c], conf[c]) for c in plan["categories"] if a.get(c) is not None}
                      for r, a, conf in zip(plan["images"], predicted, confidence)}
-            for depth, categories in self._phases(plan["categories"]):
-                phase = batch if depth == 0 else f"{batch}.d{depth}"
-                if self.ledger.has(phase):  # collected before an interruption: reuse, do not count again
-                    added += self.ledger.batch_count(phase)
-                    continue
-                human = self.ledger.answers_by_record()  # a person's "not applicable" overrides the annotator
-                known = {r: self._known(ai[r], human.get(r, {})) for r in plan["images"]}
-                requests = [LabelRequest(r, c) for r in plan["images"] for c in categories if self.protocol.applies(c, known[r])]
-                if not requests:
-                    continue
-                asked = {r.record_id for r in requests}
-                self.labeller.submit(requests, phase, {r: {c: h for c, h in hints[r].items() if c in categories}
-                                                       for r in hints if r in asked})
-                labels = self.labeller.collect(phase)
-                if labels is None:
-                    return IterationResult(k, plan["categories"], len(plan["images"]), added, self.labels_spent(), before, {},
-                                           status="waiting", eval_labels=self.eval_ledger.count())
-                added += self.ledger.record(phase, labels)
-                kill_point("annotation.labelled")
+            added, answered = self._ask_by_level(self.ledger, batch, plan["images"], plan["categories"], ai, hints)
+            if not answered:
+                return IterationResult(k, plan["categories"], len(plan["images"]), added, self.labels_spent(), before, {},
+                                       status="waiting", eval_labels=self.eval_ledger.count())
         labelled = self.ledger.by_record()
         if plan["images"]:
             ids = sorted(labelled)
@@ -322,6 +296,35 @@ class AnnotationFlywheel:
         result.stop_reason = self._stop_reason(k, result)
         _write_json(metrics, result.to_json())
         return result
+
+    def _ask_by_level(self, ledger: LabelLedger, batch: str, ids: list[str], categories: list[str],
+                      ai: dict | None = None, hints: dict | None = None,
+                      kill: str = "annotation.labelled") -> tuple[int, bool]:
+        """Ask people for ``categories`` of ``ids`` one hierarchy level at a time (phases ``batch``,
+        ``batch.d1``, ...): a child only where the answers above it (a person's, else the annotator's
+        ``ai``) let it apply, so nobody labels the sleeves of a dress ruled out a level up. A phase
+        collected before an interruption is reused, not asked or counted again. Returns the labels
+        the batch holds and whether every phase is answered (False: waiting on people)."""
+        added = 0
+        for depth, level in self._phases(categories):
+            phase = batch if depth == 0 else f"{batch}.d{depth}"
+            if ledger.has(phase):
+                added += ledger.batch_count(phase)
+                continue
+            human = ledger.answers_by_record()  # a person's "not applicable" overrides the annotator
+            requests = [LabelRequest(r, c) for r in ids for c in level
+                        if self.protocol.applies(c, self._known((ai or {}).get(r, {}), human.get(r, {})))]
+            if not requests:
+                continue
+            asked = {q.record_id for q in requests}
+            self.labeller.submit(requests, phase, None if hints is None else
+                                 {r: {c: h for c, h in hints[r].items() if c in level} for r in hints if r in asked})
+            labels = self.labeller.collect(phase)
+            if labels is None:
+                return added, False
+            added += ledger.record(phase, labels)
+            kill_point(kill)
+        return added, True
 
     def _known(self, ai: dict, human: dict) -> dict[str, str | None]:
         """The best known answers, top-down: a person's where given, else the annotator's, None
