@@ -96,7 +96,7 @@ def _same(stage: str, clean: Path, killed: Path) -> None:
         def analyses(ws):  # everything but how long each analysis took
             rows = _rows(ws / "manifests" / "filtered_pool.parquet")
             for r in rows:
-                r["scores_json"] = {k: v for k, v in json.loads(r["scores_json"]).items() if k != "seconds"}
+                r["scores_json"] = {k: v for k, v in json.loads(r["scores_json"]).items() if not k.startswith("seconds")}
             return rows
         assert analyses(killed) == analyses(clean)
     elif stage.startswith("iteration-"):

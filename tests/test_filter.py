@@ -116,6 +116,12 @@ def test_defects_get_their_reasons_and_refresh_reuses_analyses(protocol, tmp_pat
         if r["verdict"] == "keep":
             assert truth[r["record_id"]]["defect"] in (None, "near_duplicate") or truth[r["record_id"]]["defect"] == "multiple_people"
     assert checked >= 12
+    for r in first.table.to_pylist():  # where each analysis spent its time, for the benchmark's profile
+        scores = json.loads(r["scores_json"])
+        if scores.get("phash"):
+            steps = scores["seconds_by_step"]
+            assert set(steps) == {"decode", "hash", "bodies", "faces", "quality"}, steps
+            assert all(v > 0 for v in steps.values()) and sum(steps.values()) <= scores["seconds"]
 
     more = ingest_synthetic(cfg, protocol, store, start=60, count=2).table
     import pyarrow as pa

@@ -18,11 +18,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 
 def comparable(table) -> list[tuple]:
-    """Each record's verdict, reasons and every score (but its timing), in pool order."""
+    """Each record's verdict, reasons and every score (but its timings), in pool order."""
     rows = []
     for r in table.to_pylist():
-        scores = json.loads(r["scores_json"])
-        scores.pop("seconds", None)
+        scores = {k: v for k, v in json.loads(r["scores_json"]).items() if not k.startswith("seconds")}
         rows.append((r["record_id"], r["verdict"], r["reasons"], r["duplicate_of"], r["person_box"], r["face_box"], scores))
     return rows
 

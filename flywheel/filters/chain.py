@@ -52,6 +52,14 @@ class FilterSettings(BaseModel):
     person_detector: Literal["hog", "yolo"] = "hog"
     yolo_weights: Path | None = None
     min_face: float = Field(224, ge=0, description="paper: largest face at least 224x224")
+    # the detectors' pyramids: each coarser step with a looser threshold keeps (within 0.01 of precision and recall
+    # on the synthetic defects) what 1.05 steps found at twice the cost (benchmarks/filter_chain.py)
+    body_scale: float = Field(1.2, gt=1, description="HOG people detector's pyramid step")
+    body_hit_threshold: float = Field(-1.5, description="HOG SVM margin a window needs (lower: more hits; a coarser "
+                                      "pyramid sees each person at fewer scales)")
+    face_scale_factor: float = Field(1.1, gt=1, description="the face cascade's pyramid step")
+    face_min_neighbors: int = Field(1, ge=0, description="overlapping cascade hits a face needs (fewer pyramid levels, "
+                                    "fewer hits per face); false hits are removed by the skin and placement rules")
     quality_metric: str = "piqe"
     quality_weights: Path | None = None
     quality_threshold: float = Field(55.0, description="in the metric's own direction (PIQE: lower is better)")
@@ -63,6 +71,7 @@ class FilterSettings(BaseModel):
     def analysis_key(self) -> str:
         """Identifies the settings that change an analysis; a cached analysis is reused only under the same key."""
         relevant = self.model_dump(mode="json", include={"max_pixels", "max_decode_mb", "working_side", "max_aspect", "min_analysed_side", "person_detector", "yolo_weights",
+                                                          "body_scale", "body_hit_threshold", "face_scale_factor", "face_min_neighbors",
                                                           "quality_metric", "quality_weights", "fake_classifier_dir"})
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -80,7 +89,10 @@ class Analyser:
         from flywheel.filters.quality import QualityScorer
 
         self.settings = settings
-        self.people = PeopleDetector(settings.person_detector, str(settings.yolo_weights) if settings.yolo_weights else None)
+        self.people = PeopleDetector(settings.person_detector, str(settings.yolo_weights) if settings.yolo_weights else None,
+                                     body_scale=settings.body_scale, body_hit_threshold=settings.body_hit_threshold,
+                                     face_scale_factor=settings.face_scale_factor,
+                                     face_min_neighbors=settings.face_min_neighbors)
         try:
             self.quality = QualityScorer(settings.quality_metric, settings.quality_weights)
         except BackendUnavailable:
@@ -97,7 +109,9 @@ class Analyser:
     def analyse(self, data: bytes) -> dict:
         s = self.settings
         t0 = time.perf_counter()
+        laps = Laps()
         d = decode_image(data, max_pixels=s.max_pixels, max_side=s.working_side, max_decode_mb=s.max_decode_mb)
+        laps("decode")
         out: dict = {"decode_error": d.reason, "decode_detail": d.detail, "width": d.width, "height": d.height,
                      "format": d.format, "mode": d.mode, "frames": d.frames}
         if d.ok and (skip := cheap_rejection(d.width, d.height, d.image.shape[:2], s)):
@@ -105,7 +119,10 @@ class Analyser:
         elif d.ok:
             img = d.image
             out["phash"] = phash(img)
+            laps("hash")
             p = self.people.detect(img, d.scale)
+            laps.seconds.update(p.seconds)
+            laps.restart()
             out.update(n_persons=p.n_persons, person_box=_box(p.person_box), face_box=_box(p.face_box),
                        face_size=p.face_size, face_estimated=p.face_estimated,
                        bodies=len(p.bodies), faces=len(p.faces))
@@ -117,10 +134,29 @@ class Analyser:
                     crop = img[max(0, y0):y1, max(0, x0):x1]
                     if min(crop.shape[:2]) >= 32:
                         out["face_quality"] = self.quality.score(crop)
+                laps("quality")
             if self.fake is not None:
                 out["fake_score"] = self.fake.fake_probability(img)
+                laps("fake")
         out["seconds"] = time.perf_counter() - t0
+        out["seconds_by_step"] = {k: round(v, 6) for k, v in laps.seconds.items()}
         return out
+
+
+class Laps:
+    """Seconds per named step: each call charges the time since the previous one to ``name``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.restart()
+
+    def restart(self) -> None:
+        self._t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._t
+        self._t = now
 
 
 def cheap_rejection(width: int, height: int, working: tuple[int, int], s: FilterSettings) -> str | None:

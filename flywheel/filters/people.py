@@ -10,15 +10,16 @@ estimated from the body box and flagged as an estimate.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from flywheel.backends import BackendUnavailable
 from flywheel.detect.boxes import Box, area, suppress
 from flywheel.detect.haar import HaarDetector
 from flywheel.detect.hog import HogPersonDetector
-from flywheel.backends import BackendUnavailable
 from flywheel.detect.yolo import YoloPersonDetector
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,15 @@ class PeopleResult:
     face_estimated: bool
     bodies: list[Box] = field(default_factory=list)
     faces: list[Box] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # "bodies", "faces": where detection spent its time
 
 
 class PeopleDetector:
-    def __init__(self, body_backend: str = "hog", yolo_weights: str | None = None):
+    def __init__(self, body_backend: str = "hog", yolo_weights: str | None = None, *, body_scale: float = 1.2,
+                 body_hit_threshold: float = -1.5, face_scale_factor: float = 1.1, face_min_neighbors: int = 1):
+        """The pyramid steps and thresholds are the filter chain's (:class:`FilterSettings`), chosen in
+        ``benchmarks/filter_chain.py``: coarser pyramids with looser thresholds keep what the finer,
+        stricter ones found at less than half the cost."""
         self.body_backend = "hog"
         self._body = None
         if body_backend == "yolo":
@@ -51,8 +57,8 @@ class PeopleDetector:
         elif body_backend != "hog":
             raise ValueError(f"unknown person detector {body_backend!r} (hog or yolo)")
         if self._body is None:
-            self._hog = HogPersonDetector()
-        self._faces = HaarDetector()
+            self._hog = HogPersonDetector(hit_threshold=body_hit_threshold, scale=body_scale)
+        self._faces = HaarDetector(scale_factor=face_scale_factor, min_neighbors=face_min_neighbors)
 
     def _bodies(self, image: np.ndarray) -> list[Box]:
         if self._body is not None:
@@ -62,12 +68,15 @@ class PeopleDetector:
     def detect(self, image: np.ndarray, scale: float = 1.0) -> PeopleResult:
         """``image`` is the working copy; ``scale`` its pixels per original pixel."""
         inv = 1.0 / scale
+        t0 = time.perf_counter()
         work_bodies = suppress(self._bodies(image), iou_threshold=0.2, containment=0.4)
+        t1 = time.perf_counter()
         heads = [(b[0], b[1], b[2], b[1] + 0.4 * (b[3] - b[1])) for b in work_bodies]  # where a standing person's head is
         bodies = [tuple(v * inv for v in b) for b in work_bodies]
         skin = skin_mask(image)
         faces = [f for f in self._faces.detect(image, heads) if skin_share(skin, f) >= MIN_SKIN_SHARE]
         faces = plausible_faces([tuple(v * inv for v in b) for b in faces], bodies)
+        seconds = {"bodies": t1 - t0, "faces": time.perf_counter() - t1}
         H = image.shape[0] * inv
         if faces and max(f[3] - f[1] for f in faces) > LARGE_FACE * H:
             # A face this large means a close-up (upper body or headshot): no whole pedestrian fits in
@@ -86,7 +95,7 @@ class PeopleDetector:
         face_size = (face[3] - face[1]) if face is not None else None
         if face is None and person is not None:
             face_size, estimated = (person[3] - person[1]) * FACE_PER_BODY_BOX, True
-        return PeopleResult(n, person, face, face_size, estimated, bodies, faces)
+        return PeopleResult(n, person, face, face_size, estimated, bodies, faces, seconds)
 
 
 def plausible_faces(faces: list[Box], bodies: list[Box], min_relative_size: float = 0.4) -> list[Box]:
