@@ -26,10 +26,11 @@ from pydantic import BaseModel, Field
 
 
 class EngineSettings(BaseModel):
-    """Where per-image stages (filter chain, pool labelling, judge scoring) run."""
+    """Where the per-image stages run."""
 
     kind: Literal["local", "ray"] = Field("local", description="local: process pools on this machine; ray: Ray Data "
-                                          "actors on a local Ray or the cluster at ray_address")
+                                          "actors on a local Ray or the cluster at ray_address (the filter chain's "
+                                          "analyses and the annotation pool's parsing and views)")
     ray_address: str | None = Field(None, description="a running cluster ('auto', 'ray://head:10001', or host:port); "
                                     "None: $RAY_ADDRESS if set, else a Ray started for the run on loopback")
     ray_runtime_env: dict[str, Any] = Field(default_factory=dict, description="extra Ray runtime_env for the workers "
@@ -66,7 +67,22 @@ def ensure_ray(settings: EngineSettings, workers: int) -> bool:
 
 def map_keys(keys: Sequence[str], actor: type, actor_args: tuple, settings: EngineSettings, workers: int,
              progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[str, dict]]:
-    """``actor(*actor_args)(batch)`` over ``keys`` on ``workers`` Ray actors; yields ``(key, result)`` in key order."""
+    """``actor(*actor_args)(batch)`` over ``keys`` on ``workers`` Ray actors; yields ``(key, result)`` in key order.
+    The actor reads ``batch["key"]`` and returns :func:`json_batch`."""
+    for row in _map([{"key": k} for k in keys], actor, actor_args, settings, workers, progress):
+        yield str(row["key"]), json.loads(row["result"])
+
+
+def map_items(items: Sequence[tuple[str, dict]], actor: type, actor_args: tuple, settings: EngineSettings, workers: int,
+              progress: Callable[[int, int], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Like :func:`map_keys` for ``(key, item)`` pairs: the actor reads JSON items from ``batch["item"]`` and
+    returns a ``key`` column plus any others (arrays of any shape travel as tensors); yields the output rows in order."""
+    yield from _map([{"key": k, "item": json.dumps(item)} for k, item in items], actor, actor_args, settings, workers,
+                    progress)
+
+
+def _map(ray_items: list[dict], actor: type, actor_args: tuple, settings: EngineSettings, workers: int,
+         progress: Callable[[int, int], None] | None = None) -> Iterator[dict[str, Any]]:
     import ray
     import ray.data
 
@@ -74,14 +90,15 @@ def map_keys(keys: Sequence[str], actor: type, actor_args: tuple, settings: Engi
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
-        ctx.execution_options.preserve_order = True  # results in key order, like the local engine
-        ds = ray.data.from_items([{"key": k} for k in keys], override_num_blocks=max(1, min(len(keys), 4 * workers)))
+        ctx.execution_options.preserve_order = True  # results in input order, like the local engine
+        n = len(ray_items)
+        ds = ray.data.from_items(ray_items, override_num_blocks=max(1, min(n, 4 * workers)))
         out = ds.map_batches(actor, fn_constructor_args=actor_args, batch_size=settings.batch_size, batch_format="numpy",
                              compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
         for i, row in enumerate(out.iter_rows()):
-            yield str(row["key"]), json.loads(row["result"])
+            yield {**row, "key": str(row["key"])}
             if progress:
-                progress(i + 1, len(keys))
+                progress(i + 1, n)
     finally:
         if started:
             ray.shutdown()

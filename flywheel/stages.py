@@ -195,7 +195,8 @@ def annotation_flywheel(settings: Settings):
     folder = annotation_folder(settings)
     pool, images, notes = build_pool(kept, raw_by_id, ContentStore(settings.store_url), protocol, folder,
                                      crop_size=settings.annotation.annotator.crop_size,
-                                     segformer_dir=str(settings.segformer_dir) if settings.segformer_dir else None)
+                                     segformer_dir=str(settings.segformer_dir) if settings.segformer_dir else None,
+                                     engine=settings.engine, workers=settings.filter.workers)
     if settings.labelling_backend == "label_studio":
         from flywheel.annotation.image_server import image_url
 

@@ -86,3 +86,33 @@ def test_dagster_filters_on_ray_through_the_dagster_ray_resource(workspace, monk
     meta = result.asset_materializations_for_node("filtered_pool")[0].metadata
     assert meta["analysed_this_run"].value == len(set(r["sha256"] for r in local.to_pylist() if r["sha256"]))
     assert not ray.is_initialized()  # dagster-ray disconnected it when the step ended
+
+
+def test_annotation_pool_parsing_and_views_on_ray_equal_the_local_engine(protocol, tmp_path):
+    import numpy as np
+    import ray
+
+    from flywheel.annotation.pool import build_pool
+
+    store = ContentStore(tmp_path / "store")
+    raw = ingest_synthetic(SyntheticConfig(seed=5, bad_fraction=0.0, width=128, height=192), protocol, store, count=20).table
+    kept = run_filter(raw, store, FilterSettings(min_short_side=64, min_long_side=96, min_face=8), workers=1).table.to_pylist()
+    raw_by_id = {r["record_id"]: r for r in raw.to_pylist()}
+    for r in list(raw_by_id.values())[::2]:
+        r["sidecar_parsing_sha256"] = None  # no source map: these are parsed by the fallback
+    local_pool, local_images, _ = build_pool(kept, raw_by_id, store, protocol, tmp_path / "local")
+    ray_pool, ray_images, _ = build_pool(kept, raw_by_id, store, protocol, tmp_path / "ray",
+                                         engine=EngineSettings(kind="ray", batch_size=3), workers=2)
+    assert [(i.record_id, i.parsing_sha256, i.parsing_source) for i in ray_images] == \
+           [(i.record_id, i.parsing_sha256, i.parsing_source) for i in local_images]
+    assert {i.parsing_source for i in local_images} == {"source", "fallback"}
+    assert ray_pool.record_ids == local_pool.record_ids and len(ray_pool.views) == len(kept)
+    np.testing.assert_array_equal(ray_pool.views.crops, local_pool.views.crops)
+    np.testing.assert_array_equal(ray_pool.views.stats, local_pool.views.stats)
+    assert local_pool.views.crops.any()  # not a trivial pool
+    assert not ray.is_initialized()
+    again, again_images, _ = build_pool(kept, raw_by_id, store, protocol, tmp_path / "ray",
+                             engine=EngineSettings(kind="ray", ray_address="127.0.0.1:1"), workers=2)
+    # a rebuild reuses the views and the parsing maps it made (so needs no Ray: this address is unreachable)
+    np.testing.assert_array_equal(again.views.crops, local_pool.views.crops)
+    assert [(i.parsing_sha256, i.parsing_source) for i in again_images] == [(i.parsing_sha256, i.parsing_source) for i in local_images]

@@ -45,6 +45,7 @@ def geometric_parsing(image: np.ndarray, person_box, face_box=None, iterations: 
         return out
     mask = np.zeros((h, w), np.uint8)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)  # GrabCut seeds its colour models from OpenCV's RNG: the same image, the same map, in any process
     try:
         cv2.grabCut(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), mask, (x0, y0, x1 - x0, y1 - y0), bgd, fgd, iterations,
                     cv2.GC_INIT_WITH_RECT)

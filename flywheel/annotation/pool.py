@@ -22,6 +22,7 @@ from flywheel.annotation.parsing import SegformerParser, decode_parsing, geometr
 from flywheel.backends import BackendUnavailable
 from flywheel.filters.decode import decode_image
 from flywheel.protocol import Protocol
+from flywheel.ray_data import EngineSettings
 from flywheel.store import ContentStore
 from flywheel.synthetic.source import encode_parsing
 
@@ -36,35 +37,102 @@ class PoolImage:
     parsing_source: str  # source / segformer / fallback
 
 
-def _views_cache(folder: Path) -> tuple[dict[str, int], Views | None]:
+def _views_cache(folder: Path) -> tuple[dict[str, int], Views | None, dict[str, tuple[str, str]]]:
+    """The views computed before, by record id, and each image's parsing map (key, source)."""
     path = folder / "views.npz"
     if not path.exists():
-        return {}, None
+        return {}, None, {}
     data = np.load(path, allow_pickle=False)
-    return {r: i for i, r in enumerate(data["ids"].tolist())}, Views(data["crops"], data["stats"])
+    ids = data["ids"].tolist()
+    parsing = dict(zip(ids, zip(data["parsing_keys"].tolist(), data["parsing_sources"].tolist()))) \
+        if "parsing_keys" in data else {}  # caches written before parsing was cached: parsed again
+    return {r: i for i, r in enumerate(ids)}, Views(data["crops"], data["stats"]), parsing
 
 
-def _save_views(folder: Path, ids: list[str], views: Views) -> None:
+def _save_views(folder: Path, images: list[PoolImage], views: Views) -> None:
     tmp = folder / "views.tmp.npz"
-    np.savez(tmp, ids=np.array(ids), crops=views.crops, stats=views.stats)
+    np.savez(tmp, ids=np.array([i.record_id for i in images]), crops=views.crops, stats=views.stats,
+             parsing_keys=np.array([i.parsing_sha256 for i in images]),
+             parsing_sources=np.array([i.parsing_source for i in images]))
     os.replace(tmp, folder / "views.npz")
 
 
+class PoolViewBuilder:
+    """One pool image's parsing map (the source's, else SegFormer's, else the no-weights fallback,
+    stored in the content store) and the annotator's views of it, with the parser loaded once per
+    process or Ray actor. A Ray Data callable class: ``__call__`` maps a batch of items."""
+
+    def __init__(self, store: ContentStore, protocol: Protocol, crop_size: int = 48, segformer_dir: str | None = None,
+                 working_side: int = 384):
+        self.store, self.protocol, self.crop_size, self.working_side = store, protocol, crop_size, working_side
+        self.segformer, self.notes = None, []
+        if segformer_dir:
+            try:
+                self.segformer = SegformerParser(segformer_dir)
+            except BackendUnavailable as exc:
+                self.notes.append(f"segformer parsing is off: {exc}; the fallback parses images without a source map")
+
+    def build(self, item: dict) -> tuple[str, str, tuple[np.ndarray, np.ndarray] | None]:
+        """``item``: a kept row's ``sha256``, ``person_box``, ``face_box``, the source's ``parsing_key`` (or None)
+        and ``need_views``. Returns the parsing map's key, its source, and (image, parsing) when views are needed."""
+        parsing_key, source = item["parsing_key"], "source"
+        image = None
+        if item["need_views"] or not parsing_key:
+            decoded = decode_image(self.store.get(item["sha256"]), max_side=self.working_side)
+            image = decoded.image
+        if not parsing_key:
+            if self.segformer is not None:
+                parsing, source = self.segformer.parse(image), "segformer"
+            else:
+                s = decoded.scale
+                box = [v * s for v in item["person_box"]] if item.get("person_box") else None
+                face = [v * s for v in item["face_box"]] if item.get("face_box") else None
+                parsing, source = geometric_parsing(image, box, face), "fallback"
+            parsing_key = self.store.put(encode_parsing(parsing))
+        if not item["need_views"]:
+            return parsing_key, source, None
+        parsing = decode_parsing(self.store.get(parsing_key))
+        if parsing.shape != image.shape[:2]:
+            parsing = cv2.resize(parsing, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+        return parsing_key, source, (image, parsing)
+
+    def views(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> Views:
+        return Views.of(pairs, self.protocol, self.crop_size)
+
+    def __call__(self, batch: dict) -> dict:
+        items = [json.loads(str(x)) for x in batch["item"]]
+        built = [self.build(item) for item in items]
+        views = self.views([b[2] for b in built if b[2] is not None])
+        results = [{"parsing_key": k, "source": src, "view": None} for k, src, _ in built]
+        i = 0
+        for r, (_, _, pair) in zip(results, built):
+            if pair is not None:
+                r["view"] = i
+                i += 1
+        return {"key": np.asarray([item["record_id"] for item in items], dtype=object),
+                "result": np.asarray([json.dumps(r) for r in results], dtype=object),
+                "crops": _rows_of(views.crops, built), "stats": _rows_of(views.stats, built)}
+
+
+def _rows_of(array: np.ndarray, built: list) -> np.ndarray:
+    """One row per item (zeros where no views were needed): Ray Data columns need one row per input."""
+    out = np.zeros((len(built), *array.shape[1:]), array.dtype)
+    out[[i for i, b in enumerate(built) if b[2] is not None]] = array
+    return out
+
+
 def build_pool(kept: list[dict], raw_by_id: dict[str, dict], store: ContentStore, protocol: Protocol, folder: Path,
-               crop_size: int = 48, segformer_dir: str | None = None, working_side: int = 384) -> tuple[Pool, list[PoolImage], list[str]]:
+               crop_size: int = 48, segformer_dir: str | None = None, working_side: int = 384,
+               engine: EngineSettings | None = None, workers: int = 2) -> tuple[Pool, list[PoolImage], list[str]]:
     """``kept``: filtered-pool rows with verdict keep; ``raw_by_id``: their raw records.
+    New images are parsed and viewed in this process, or on Ray actors (engine ``ray``).
     Returns the pool, each image's parsing provenance, and notes (backends that are off)."""
     folder.mkdir(parents=True, exist_ok=True)
-    notes: list[str] = []
-    segformer = None
-    if segformer_dir:
-        try:
-            segformer = SegformerParser(segformer_dir)
-        except BackendUnavailable as exc:
-            notes.append(f"segformer parsing is off: {exc}; the fallback parses images without a source map")
-    cached_index, cached = _views_cache(folder)
-    ids, images, truth = [], [], {}
-    fresh_pairs, fresh_ids = [], []
+    cached_index, cached, cached_parsing = _views_cache(folder)
+    args = (store, protocol, crop_size, segformer_dir, working_side)
+    builder = PoolViewBuilder(*args)  # the notes, and the local engine's worker
+    parser = "segformer" if builder.segformer is not None else "fallback"
+    ids, truth, items = [], {}, []
     for row in kept:
         rid = row["record_id"]
         raw = raw_by_id[rid]
@@ -75,37 +143,49 @@ def build_pool(kept: list[dict], raw_by_id: dict[str, dict], store: ContentStore
         attributes = sidecar.get("attributes", metadata.get("attributes"))
         if isinstance(attributes, dict):
             truth[rid] = attributes
-        parsing_key, source = raw.get("sidecar_parsing_sha256"), "source"
-        need_views = rid not in cached_index
-        image = None
-        if need_views or not parsing_key:
-            decoded = decode_image(store.get(row["sha256"]), max_side=working_side)
-            image = decoded.image
-        if not parsing_key:
-            if segformer is not None:
-                parsing, source = segformer.parse(image), "segformer"
-            else:
-                s = decoded.scale
-                box = [v * s for v in row["person_box"]] if row.get("person_box") else None
-                face = [v * s for v in row["face_box"]] if row.get("face_box") else None
-                parsing, source = geometric_parsing(image, box, face), "fallback"
-            parsing_key = store.put(encode_parsing(parsing))
-        if need_views:
-            parsing = decode_parsing(store.get(parsing_key))
-            if parsing.shape != image.shape[:2]:
-                parsing = cv2.resize(parsing, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
-            fresh_pairs.append((image, parsing))
-            fresh_ids.append(rid)
         ids.append(rid)
-        images.append(PoolImage(rid, row["sha256"], parsing_key, source))
-    fresh = Views.of(fresh_pairs, protocol, crop_size)
+        parsing_key = raw.get("sidecar_parsing_sha256")
+        need_views = rid not in cached_index
+        if not parsing_key and not need_views:  # parsed here before: reuse that map while the same parser is set
+            key, source = cached_parsing.get(rid, (None, None))
+            parsing_key, need_views = (key, False) if source == parser else (None, True)
+        items.append({"record_id": rid, "sha256": row["sha256"], "person_box": row.get("person_box"),
+                      "face_box": row.get("face_box"), "parsing_key": parsing_key, "need_views": need_views,
+                      "source": "source" if raw.get("sidecar_parsing_sha256") else parser})
+    todo = [it for it in items if it["need_views"] or not it["parsing_key"]]
+    built: dict[str, tuple[str, str]] = {}
+    fresh_ids, fresh = [], None
+    if engine is not None and engine.kind == "ray" and todo:
+        from flywheel.ray_data import map_items
+
+        crops, stats = [], []
+        for row in map_items([(it["record_id"], it) for it in todo], PoolViewBuilder, args, engine, workers):
+            result = json.loads(row["result"])
+            built[row["key"]] = (result["parsing_key"], result["source"])
+            if result["view"] is not None:
+                fresh_ids.append(row["key"])
+                crops.append(row["crops"])
+                stats.append(row["stats"])
+        if fresh_ids:
+            fresh = Views(np.stack(crops), np.stack(stats))
+    else:
+        pairs = []
+        for it in todo:
+            key, source, pair = builder.build(it)
+            built[it["record_id"]] = (key, source)
+            if pair is not None:
+                fresh_ids.append(it["record_id"])
+                pairs.append(pair)
+        fresh = builder.views(pairs)
+    images = [PoolImage(it["record_id"], it["sha256"], *built.get(it["record_id"], (it["parsing_key"], it["source"])))
+              for it in items]
     fresh_index = {r: i for i, r in enumerate(fresh_ids)}
     parts = []
     for rid in ids:
         parts.append(fresh[fresh_index[rid]:fresh_index[rid] + 1] if rid in fresh_index
                      else cached[cached_index[rid]:cached_index[rid] + 1])
-    views = Views.concat(parts) if parts else Views.of([], protocol, crop_size)
+    views = Views.concat(parts) if parts else builder.views([])
     if fresh_ids:
-        _save_views(folder, ids, views)
+        _save_views(folder, images, views)
     log.info("annotation pool: %d images (%d new views)", len(ids), len(fresh_ids))
-    return Pool(ids, views, truth), images, notes
+    return Pool(ids, views, truth), images, builder.notes
