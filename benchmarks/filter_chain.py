@@ -25,7 +25,7 @@ from collections import Counter
 
 import pyarrow as pa
 
-from flywheel.filters.chain import Analyser, _init_worker, run_filter
+from flywheel.filters.chain import Analyser, _init_worker, run_filter, step_profile
 from flywheel.filters.decode import decode_image
 from flywheel.protocol import load_protocol
 from flywheel.ray_data import EngineSettings
@@ -143,11 +143,8 @@ def main() -> int:
         chain_rate = len(blobs) / (time.perf_counter() - t0)
         print(f"per core, {len(blobs)} images: decode-only {decode_rate:.0f} images/s, full chain {chain_rate:.1f} images/s "
               f"(goal >= 100), ratio {chain_rate / decode_rate:.1%} (goal >= 25%)")
-        steps = Counter()
-        for a in analyses:
-            steps.update(a.get("seconds_by_step", {}))
         total = sum(a["seconds"] for a in analyses)
-        print("  ms per image by step: " + ", ".join(f"{k} {1000 * v / len(analyses):.1f}" for k, v in steps.most_common())
+        print("  ms per image by step: " + ", ".join(f"{k} {v:.1f}" for k, v in step_profile(analyses).items())
               + f"; all {1000 * total / len(analyses):.1f}")
         print(f"  pyramids: bodies (HOG) step {fs.body_scale}, hit threshold {fs.body_hit_threshold}; faces (Haar) step "
               f"{fs.face_scale_factor}, min neighbours {fs.face_min_neighbors}")

@@ -122,6 +122,8 @@ def test_defects_get_their_reasons_and_refresh_reuses_analyses(protocol, tmp_pat
             steps = scores["seconds_by_step"]
             assert set(steps) == {"decode", "hash", "bodies", "faces", "quality"}, steps
             assert all(v > 0 for v in steps.values()) and sum(steps.values()) <= scores["seconds"]
+    profile = first.ms_per_image_by_step  # the run's profile: every step, slowest first
+    assert set(profile) == {"decode", "hash", "bodies", "faces", "quality"} and list(profile.values()) == sorted(profile.values(), reverse=True)
 
     more = ingest_synthetic(cfg, protocol, store, start=60, count=2).table
     import pyarrow as pa

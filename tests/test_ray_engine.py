@@ -85,6 +85,7 @@ def test_dagster_filters_on_ray_through_the_dagster_ray_resource(workspace, monk
     assert comparable(on_ray) == comparable(local)
     meta = result.asset_materializations_for_node("filtered_pool")[0].metadata
     assert meta["analysed_this_run"].value == len(set(r["sha256"] for r in local.to_pylist() if r["sha256"]))
+    assert {r.data["step"] for r in meta["ms_per_image_by_step"].records} == {"decode", "hash", "bodies", "faces", "quality"}
     assert not ray.is_initialized()  # dagster-ray disconnected it when the step ended
 
 

@@ -218,6 +218,7 @@ class FilterRun:
     seconds: float
     analysis_seconds: float
     notes: list[str] = field(default_factory=list)
+    ms_per_image_by_step: dict[str, float] = field(default_factory=dict)  # this run's analyses, slowest step first
 
 
 def analyse_all(keys: list[str], settings: FilterSettings, store: ContentStore, workers: int,
@@ -331,6 +332,17 @@ def decide(records: Iterable[Mapping], analyses: Mapping[str, dict], settings: F
     return rows
 
 
+def step_profile(analyses: Iterable[dict]) -> dict[str, float]:
+    """Mean milliseconds per image of each analysis step (from each analysis's ``seconds_by_step``), slowest first."""
+    totals: dict[str, float] = {}
+    n = 0
+    for a in analyses:
+        n += 1
+        for step, seconds in a.get("seconds_by_step", {}).items():
+            totals[step] = totals.get(step, 0.0) + seconds
+    return {k: round(1000 * v / n, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
 def cached_analyses(previous: pa.Table | None, analysis_key: str) -> dict[str, dict]:
     """Analyses from an earlier filtered pool made under the same analysis settings."""
     if previous is None:
@@ -367,7 +379,8 @@ def run_filter(records: pa.Table, store: ContentStore, settings: FilterSettings,
         a["analysis_key"] = key
     analyses.update(fresh)
     rows = decide(fetched, analyses, settings)
-    return FilterRun(FILTERED_POOL.table(rows), len(todo), reused, time.perf_counter() - t0, analysis_seconds, notes)
+    return FilterRun(FILTERED_POOL.table(rows), len(todo), reused, time.perf_counter() - t0, analysis_seconds, notes,
+                     step_profile(fresh.values()))
 
 
 def default_workers() -> int:
