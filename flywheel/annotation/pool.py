@@ -72,14 +72,11 @@ class PoolViewBuilder:
             except BackendUnavailable as exc:
                 self.notes.append(f"segformer parsing is off: {exc}; the fallback parses images without a source map")
 
-    def build(self, item: dict) -> tuple[str, str, tuple[np.ndarray, np.ndarray] | None]:
-        """``item``: a kept row's ``sha256``, ``person_box``, ``face_box``, the source's ``parsing_key`` (or None)
-        and ``need_views``. Returns the parsing map's key, its source, and (image, parsing) when views are needed."""
-        parsing_key, source = item["parsing_key"], "source"
-        image = None
-        if item["need_views"] or not parsing_key:
-            decoded = decode_image(self.store.get(item["sha256"]), max_side=self.working_side)
-            image = decoded.image
+    def build(self, item: dict) -> tuple[str, str, np.ndarray, np.ndarray]:
+        """``item``: a kept row's ``sha256``, ``person_box``, ``face_box`` and the source's ``parsing_key`` (or None).
+        Returns the parsing map's key and source, and the working copy with its map at that size."""
+        decoded = decode_image(self.store.get(item["sha256"]), max_side=self.working_side)
+        image, parsing_key, source = decoded.image, item["parsing_key"], "source"
         if not parsing_key:
             if self.segformer is not None:
                 parsing, source = self.segformer.parse(image), "segformer"
@@ -89,12 +86,10 @@ class PoolViewBuilder:
                 face = [v * s for v in item["face_box"]] if item.get("face_box") else None
                 parsing, source = geometric_parsing(image, box, face), "fallback"
             parsing_key = self.store.put(encode_parsing(parsing))
-        if not item["need_views"]:
-            return parsing_key, source, None
         parsing = decode_parsing(self.store.get(parsing_key))
         if parsing.shape != image.shape[:2]:
             parsing = cv2.resize(parsing, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
-        return parsing_key, source, (image, parsing)
+        return parsing_key, source, image, parsing
 
     def views(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> Views:
         return Views.of(pairs, self.protocol, self.crop_size)
@@ -102,23 +97,10 @@ class PoolViewBuilder:
     def __call__(self, batch: dict) -> dict:
         items = [json.loads(str(x)) for x in batch["item"]]
         built = [self.build(item) for item in items]
-        views = self.views([b[2] for b in built if b[2] is not None])
-        results = [{"parsing_key": k, "source": src, "view": None} for k, src, _ in built]
-        i = 0
-        for r, (_, _, pair) in zip(results, built):
-            if pair is not None:
-                r["view"] = i
-                i += 1
+        views = self.views([(image, parsing) for _, _, image, parsing in built])
         return {"key": np.asarray([item["record_id"] for item in items], dtype=object),
-                "result": np.asarray([json.dumps(r) for r in results], dtype=object),
-                "crops": _rows_of(views.crops, built), "stats": _rows_of(views.stats, built)}
-
-
-def _rows_of(array: np.ndarray, built: list) -> np.ndarray:
-    """One row per item (zeros where no views were needed): Ray Data columns need one row per input."""
-    out = np.zeros((len(built), *array.shape[1:]), array.dtype)
-    out[[i for i, b in enumerate(built) if b[2] is not None]] = array
-    return out
+                "result": np.asarray([json.dumps({"parsing_key": k, "source": src}) for k, src, _, _ in built], dtype=object),
+                "crops": views.crops, "stats": views.stats}
 
 
 def build_pool(kept: list[dict], raw_by_id: dict[str, dict], store: ContentStore, protocol: Protocol, folder: Path,
@@ -152,9 +134,9 @@ def build_pool(kept: list[dict], raw_by_id: dict[str, dict], store: ContentStore
         items.append({"record_id": rid, "sha256": row["sha256"], "person_box": row.get("person_box"),
                       "face_box": row.get("face_box"), "parsing_key": parsing_key, "need_views": need_views,
                       "source": "source" if raw.get("sidecar_parsing_sha256") else parser})
-    todo = [it for it in items if it["need_views"] or not it["parsing_key"]]
+    todo = [it for it in items if it["need_views"]]
     built: dict[str, tuple[str, str]] = {}
-    fresh_ids, fresh = [], None
+    fresh_ids: list[str] = []  # in the order of the fresh views
     if engine is not None and engine.kind == "ray" and todo:
         from flywheel.ray_data import map_items
 
@@ -162,20 +144,17 @@ def build_pool(kept: list[dict], raw_by_id: dict[str, dict], store: ContentStore
         for row in map_items([(it["record_id"], it) for it in todo], PoolViewBuilder, args, engine, workers):
             result = json.loads(row["result"])
             built[row["key"]] = (result["parsing_key"], result["source"])
-            if result["view"] is not None:
-                fresh_ids.append(row["key"])
-                crops.append(row["crops"])
-                stats.append(row["stats"])
-        if fresh_ids:
-            fresh = Views(np.stack(crops), np.stack(stats))
+            fresh_ids.append(row["key"])
+            crops.append(row["crops"])
+            stats.append(row["stats"])
+        fresh = Views(np.stack(crops), np.stack(stats))
     else:
         pairs = []
         for it in todo:
-            key, source, pair = builder.build(it)
+            key, source, image, parsing = builder.build(it)
             built[it["record_id"]] = (key, source)
-            if pair is not None:
-                fresh_ids.append(it["record_id"])
-                pairs.append(pair)
+            fresh_ids.append(it["record_id"])
+            pairs.append((image, parsing))
         fresh = builder.views(pairs)
     images = [PoolImage(it["record_id"], it["sha256"], *built.get(it["record_id"], (it["parsing_key"], it["source"])))
               for it in items]

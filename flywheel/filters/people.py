@@ -45,7 +45,7 @@ class PeopleDetector:
                  body_hit_threshold: float = -1.5, face_scale_factor: float = 1.1, face_min_neighbors: int = 1):
         """The pyramid steps and thresholds are the filter chain's (:class:`FilterSettings`), chosen in
         ``benchmarks/filter_chain.py``: coarser pyramids with looser thresholds keep what the finer,
-        stricter ones found at less than half the cost."""
+        stricter ones found at about half the cost."""
         self.body_backend = "hog"
         self._body = None
         if body_backend == "yolo":
