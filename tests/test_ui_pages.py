@@ -4,6 +4,7 @@ and champion alias. Headless Debian chromium driven by Playwright; screenshots a
 the test's temporary folder (``--basetemp`` to keep them somewhere known)."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +23,8 @@ LINEAGE = ("raw_images", "filtered_pool", "annotation_iteration", "annotated_poo
 
 
 def _serve(cmd: list[str], port: int, log: Path, env: dict, timeout: float = 120) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    # its own process group: `dagster dev` leaves its webserver and daemon running when only it is terminated
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, f"{cmd[0]} exited: {log.read_text()[-2000:]}"
@@ -31,16 +33,24 @@ def _serve(cmd: list[str], port: int, log: Path, env: dict, timeout: float = 120
                 return proc
         except OSError:
             time.sleep(0.5)
-    proc.kill()
+    _stop(proc)
     pytest.fail(f"{cmd[0]} did not listen on {port} within {timeout:.0f} s: {log.read_text()[-2000:]}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
+    """Stop the server and every process it started (its process group)."""
     try:
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        pass
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # children still shutting down after the parent left
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def shown_as(name: str, label: str) -> bool:
