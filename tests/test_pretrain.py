@@ -175,6 +175,24 @@ def test_weak_captions_are_short_partial_and_sometimes_wrong(protocol):
     assert named == sum("person" not in c for c in clean)  # with no wrong words, the gender named is the true one
 
 
+def test_a_drawn_shot_is_written_at_the_recipes_rate(protocol):
+    """p_shot is the share of captions that name the shot (rules 1 wrote it in only 3/7 of those)."""
+    from flywheel.synthetic.attributes import sample_answers
+    from training.pretrain.settings import WeakCaptionRecipe
+    from training.pretrain.weak_captions import SHOT_PHRASES, weak_caption
+
+    rng = np.random.default_rng(1)
+    people = [sample_answers(rng, protocol, person_type="headshot") for _ in range(600)]
+    phrases = [p for options in SHOT_PHRASES.values() for p in options]
+
+    def named(recipe):
+        return np.mean([any(p in weak_caption(a, np.random.default_rng(i), recipe) for p in phrases)
+                        for i, a in enumerate(people)])
+
+    assert abs(named(WeakCaptionRecipe(p_shot=0.6)) - 0.6) < 0.05
+    assert abs(named(WeakCaptionRecipe(p_shot=0.6, rules=1)) - 0.6 * 3 / 7) < 0.05
+
+
 def test_clip_tokenizer_is_bpe_with_whole_words_and_no_unknowns(tmp_path):
     from transformers import CLIPTokenizer
 

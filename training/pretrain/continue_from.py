@@ -4,11 +4,12 @@ The stage checkpoints live in the work folder, which a fresh clone does not have
 stage whose checkpoint is missing, :func:`seed_checkpoints` writes one from the pipeline's
 weights at the step count its ``pretrain_settings.json`` records (fresh optimizer state, a new
 random stream), so ``pretrain-base --from-pipeline models/embedded-base --unet-steps N`` trains
-the UNet further instead of starting over. The recipe must match apart from step counts and
-the UNet's pooled-prompt path (``text_time_embedding``), which a UNet trained without it grows
-(zero-initialised, so it starts as the trained UNet), and the UNet's optimisation settings
-(learning rates, warm-up, batch, dropout, loss weighting, EMA decay, whether the text encoder
-trains too): the architecture and the noise schedule must match. A seeded UNet warms its
+the UNet further instead of starting over. The recipe must match apart from step counts, the
+weak-caption recipe (the renders must be the same; their captions may be rewritten, e.g. by newer
+caption rules), the UNet's pooled-prompt path (``text_time_embedding``), which a UNet trained
+without it grows (zero-initialised, so it starts as the trained UNet), and the UNet's
+optimisation settings (learning rates, warm-up, batch, dropout, loss weighting, EMA decay,
+whether the text encoder trains too): the architecture and the noise schedule must match. A seeded UNet warms its
 learning rate up again, since Adam's moments start afresh.
 """
 
@@ -51,8 +52,9 @@ def seed_checkpoints(pipeline: Path, work_dir: Path, s: PretrainSettings) -> lis
     if not recorded.exists():
         raise RecipeMismatch(f"{recorded}: missing (only a pipeline written by pretrain-base can be continued)")
     done = PretrainSettings(**json.loads(recorded.read_text())["settings"])
-    if done.corpus != s.corpus:
-        raise RecipeMismatch(f"{recorded}: its corpus recipe differs from the settings' (continuing needs the same corpus)")
+    if done.corpus.image_digest() != s.corpus.image_digest():
+        raise RecipeMismatch(f"{recorded}: its corpus renders differ from the settings' (continuing needs the same "
+                             f"images; only the caption recipe may change)")
     for stage in _STAGES:
         skip = {"steps", *_MAY_CHANGE.get(stage, ())}
         ours, theirs = getattr(s, stage).model_dump(exclude=skip), getattr(done, stage).model_dump(exclude=skip)

@@ -146,7 +146,7 @@ def pretrain_base(s: PretrainSettings, work_dir: Path, output_dir: Path, protoco
                lambda a, b: train_vae_steps(vae, opt, corpus.images, s.vae, a, b, gen, lambda k, m: log("vae", k, m)), clock)
     vae.eval().requires_grad_(False)
 
-    latents_path = work_dir / f"latents-{s.corpus.digest()}-{s.corpus.count}-vae{s.vae.steps}.npz"
+    latents_path = work_dir / f"latents-{s.corpus.image_digest()}-{s.corpus.count}-vae{s.vae.steps}.npz"
     if latents_path.exists():
         with np.load(latents_path) as z:
             means, stds = z["means"], z["stds"]

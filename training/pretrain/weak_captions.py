@@ -81,5 +81,8 @@ def weak_caption(answers: Mapping[str, str | None], rng: np.random.Generator, re
         p if p.split()[-1] in PLURALS else f"{_article(p)} {p}" for p in parts) if parts else "")
     shot_kind = wrong(answers["person_type"], list(SHOT_PHRASES))
     shot = pick(SHOT_PHRASES[shot_kind]) if rng.random() < recipe.p_shot else ""
-    template = pick([t for t in TEMPLATES if shot or "{shot}" not in t])
+    if recipe.rules >= 2:  # a drawn shot is always written; rules 1 wrote it only if the template had a slot
+        template = pick([t for t in TEMPLATES if ("{shot}" in t) == bool(shot)])
+    else:
+        template = pick([t for t in TEMPLATES if shot or "{shot}" not in t])
     return template.format(subject=subject, shot=shot, scene=SCENES.get(answers.get("background") or "", "")).strip()
