@@ -15,7 +15,7 @@ from flywheel.stages import annotate_pool, read_annotations
 from flywheel.stages import annotation_iteration as run_iteration
 from flywheel.validation.annotations import validate_annotations
 from orchestration.k8s import CPU_DATA_TAGS
-from orchestration.resources import FlywheelResource
+from orchestration.resources import FlywheelResource, RayEngine
 
 ANNOTATION_CONTENT = ("record_id", "sha256", "parsing_sha256", "answers", "caption")  # what a snapshot is made of
 POOL_VERSION = "filtered_pool_data_version"
@@ -30,8 +30,10 @@ POOL_VERSION = "filtered_pool_data_version"
     description="One Annotate Anyone iteration: measure the annotator per category on I_e, ask people for labels on "
     "the categories below target only, fine-tune, measure again. One MLflow run each.",
 )
-def annotation_iteration(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
+def annotation_iteration(context: dg.AssetExecutionContext, flywheel: FlywheelResource,
+                         ray_engine: RayEngine) -> dg.MaterializeResult:
     settings = flywheel.settings
+    ray_engine.connect_for(context, settings, settings.filter.workers)  # new pool images are parsed and viewed there
     k = parse_iteration_key(context.partition_key)
     result, history, run_id = run_iteration(settings, k, run_tags={"dagster.run_id": context.run_id})
     target = settings.annotation.target_accuracy
@@ -66,7 +68,9 @@ def annotation_iteration(context: dg.AssetExecutionContext, flywheel: FlywheelRe
     description="Every kept image with its parsing map, answers to every applicable protocol question (people's "
     "labels where they exist, the final annotator elsewhere) and its grouped caption.",
 )
-def annotated_pool(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
+def annotated_pool(context: dg.AssetExecutionContext, flywheel: FlywheelResource,
+                   ray_engine: RayEngine) -> dg.MaterializeResult:
+    ray_engine.connect_for(context, flywheel.settings, flywheel.settings.filter.workers)  # the annotator labels there
     result = annotate_pool(flywheel.settings)
     for note in result.notes:
         context.log.warning(note)

@@ -90,7 +90,7 @@ def main() -> int:
     ap.add_argument("--judge", type=Path, default=ROOT / "models" / "truth-judge")
     ap.add_argument("--seeds", type=int, default=5, help="seeds per description (48 descriptions)")
     ap.add_argument("--steps", type=int, default=25, help="DDIM steps")
-    ap.add_argument("--guidance", type=float, default=4.0)
+    ap.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance (SD 1.5's default)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--grid", type=Path, default=None, help="also write a sample grid PNG here")
     ap.add_argument("--write-card", action="store_true", help="put the figures into the base's model card")

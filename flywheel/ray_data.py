@@ -30,7 +30,8 @@ class EngineSettings(BaseModel):
 
     kind: Literal["local", "ray"] = Field("local", description="local: process pools on this machine; ray: Ray Data "
                                           "actors on a local Ray or the cluster at ray_address (the filter chain's "
-                                          "analyses and the annotation pool's parsing and views)")
+                                          "analyses, the annotation pool's parsing and views, and the annotator "
+                                          "labelling the pool)")
     ray_address: str | None = Field(None, description="a running cluster ('auto', 'ray://head:10001', or host:port); "
                                     "None: $RAY_ADDRESS if set, else a Ray started for the run on loopback")
     ray_runtime_env: dict[str, Any] = Field(default_factory=dict, description="extra Ray runtime_env for the workers "
@@ -79,6 +80,15 @@ def map_items(items: Sequence[tuple[str, dict]], actor: type, actor_args: tuple,
     returns a ``key`` column plus any others (arrays of any shape travel as tensors); yields the output rows in order."""
     yield from _map([{"key": k, "item": json.dumps(item)} for k, item in items], actor, actor_args, settings, workers,
                     progress)
+
+
+def map_arrays(columns: dict[str, Any], actor: type, actor_args: tuple, settings: EngineSettings, workers: int,
+               progress: Callable[[int, int], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Like :func:`map_items` for arrays that already exist (e.g. the annotator's views): row ``i`` of every
+    column travels as a tensor column beside ``key`` ``str(i)``; yields the output rows in order."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    yield from _map([{"key": str(i), **{c: a[i] for c, a in columns.items()}} for i in range(n)], actor, actor_args,
+                    settings, workers, progress)
 
 
 def _map(ray_items: list[dict], actor: type, actor_args: tuple, settings: EngineSettings, workers: int,

@@ -267,7 +267,7 @@ def annotate_pool(settings: Settings) -> StageResult:
 
     store = ContentStore(settings.store_url)
     rows = []
-    for img, labelled in zip(images, flywheel.label_pool(flywheel.annotator(best))):
+    for img, labelled in zip(images, flywheel.label_pool(flywheel.annotator(best), settings.engine, settings.filter.workers)):
         present = {int(c) for c in np.unique(decode_parsing(store.get(img.parsing_sha256)))}
         groups = caption_groups(protocol, labelled["answers"], seed=int(img.sha256[:8], 16), budget=settings.caption_budget,
                                 present_classes=present)

@@ -117,3 +117,31 @@ def test_annotation_pool_parsing_and_views_on_ray_equal_the_local_engine(protoco
     # a rebuild reuses the views and the parsing maps it made (so needs no Ray: this address is unreachable)
     np.testing.assert_array_equal(again.views.crops, local_pool.views.crops)
     assert [(i.parsing_sha256, i.parsing_source) for i in again_images] == [(i.parsing_sha256, i.parsing_source) for i in local_images]
+
+
+@pytest.mark.parametrize("backend", ["part_stats", "attribute_cnn"])
+def test_annotator_labelling_the_pool_on_ray_equals_the_local_engine(protocol, tmp_path, backend):
+    import numpy as np
+    import ray
+
+    from flywheel.annotation.annotator import AnnotatorSettings, new_annotator
+    from flywheel.annotation.pool import build_pool
+    from flywheel.annotation.pool_labels import pool_probabilities
+
+    store = ContentStore(tmp_path / "store")
+    raw = ingest_synthetic(SyntheticConfig(seed=6, bad_fraction=0.0, width=128, height=192), protocol, store, count=24).table
+    kept = run_filter(raw, store, FilterSettings(min_short_side=64, min_long_side=96, min_face=8), workers=1).table.to_pylist()
+    pool, _, _ = build_pool(kept, {r["record_id"]: r for r in raw.to_pylist()}, store, protocol, tmp_path / "pool")
+    annotator = new_annotator(protocol, AnnotatorSettings(backend=backend, min_steps=2, epochs=1))
+    labelled = [i for i, rid in enumerate(pool.record_ids) if rid in pool.truth][:12]
+    annotator.fit(pool.views[labelled], [{k: v for k, v in pool.truth[pool.record_ids[i]].items() if v is not None}
+                                         for i in labelled])
+    local = pool_probabilities(annotator, pool.views)
+    on_ray = pool_probabilities(annotator, pool.views, EngineSettings(kind="ray", batch_size=5), workers=2)
+    assert len(on_ray) == len(local) == len(protocol.categories)
+    for a, b, name in zip(on_ray, local, protocol.categories):
+        assert a.shape == b.shape == (len(pool.record_ids), len(protocol.categories[name].answers)), name
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, err_msg=name)
+        assert (a.argmax(1) == b.argmax(1)).all(), name  # the same answers
+    assert len({tuple(p.argmax(1)) for p in local}) > 1  # a trained annotator, not constant output
+    assert not ray.is_initialized()

@@ -50,6 +50,7 @@ from flywheel.annotation.crops import Views
 from flywheel.annotation.labelling import LabelLedger, Labeller, LabelRequest
 from flywheel.faults import kill_point
 from flywheel.protocol import Protocol
+from flywheel.ray_data import EngineSettings
 
 
 class AnnotationSettings(BaseModel):
@@ -368,14 +369,17 @@ class AnnotationFlywheel:
             k += 1
 
     # ---- labelling the whole pool -------------------------------------------------------------
-    def label_pool(self, annotator: AttributeAnnotator | None = None) -> list[dict]:
+    def label_pool(self, annotator: AttributeAnnotator | None = None, engine: EngineSettings | None = None,
+                   workers: int = 2) -> list[dict]:
         """Answers for every pool image: human labels where they exist, the annotator elsewhere
-        (default the best iteration's, :meth:`best_iteration`), made consistent with the hierarchy
-        in one pass (parents first)."""
+        (default the best iteration's, :meth:`best_iteration`; run here, or on Ray actors with
+        engine ``ray``), made consistent with the hierarchy in one pass (parents first)."""
+        from flywheel.annotation.pool_labels import pool_probabilities
+
         if annotator is None:
             best = self.best_iteration()
             annotator = self.annotator(best) if best is not None else self.annotator()
-        probs = annotator.probabilities(self.pool.views)
+        probs = pool_probabilities(annotator, self.pool.views, engine, workers)
         human = self.ledger.by_record()
         names = list(self.protocol.categories)
         rows = []
