@@ -13,7 +13,7 @@ from assets.training import (
 from evaluation.report import judge_trust
 from evaluation.stages import JUDGE_THRESHOLD, evaluate
 from orchestration.k8s import GPU_EVALUATION_TAGS
-from orchestration.resources import FlywheelResource
+from orchestration.resources import FlywheelResource, RayEngine
 
 
 def _or_nan(value: float | None) -> float:
@@ -31,8 +31,10 @@ def _or_nan(value: float | None) -> float:
           description="Evaluation report: semantic accuracy (95% CI) by the truth judge (renderer ground truth only) and "
           "by the flywheel's annotator, attention IoU, PIQE, FD/KID, text-image alignment where weights exist; "
           "metrics on each version's MLflow run; champion aliases moved.")
-def evaluation_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
+def evaluation_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource,
+                      ray_engine: RayEngine) -> dg.MaterializeResult:
     settings = flywheel.settings
+    ray_engine.connect_for(context, settings, settings.filter.workers)  # sampling and truth-judging there
     result = evaluate(settings, tags={"dagster.run_id": context.run_id})
     cols = ["acc_all", "annotator_acc_all", "attention_iou", "piqe", "fd_truth", "fid"]
     rows = [(m["label"], m["version"] or "", *(m["metrics"].get(c) for c in cols)) for m in result.data["models"]]

@@ -22,11 +22,13 @@ from evaluation.image_metrics import (
 from evaluation.judge import Judge, semantic_accuracy
 from evaluation.models import ModelUnderTest
 from evaluation.prompts import EvalPrompt
+from evaluation.sampling_engine import sample_and_judge
 from evaluation.settings import EvaluationSettings
 from evaluation.text_alignment import alignment_scores
 from flywheel.backends import BackendUnavailable
 from flywheel.faults import kill_point
 from flywheel.preview import png_bytes
+from flywheel.ray_data import EngineSettings
 
 # part of every cached result's key: bump when a metric's definition changes
 METRICS_VERSION = 4
@@ -43,6 +45,8 @@ class EvalContext:
     attention_layers: list[str] | None = None
     truth_judge: object | None = None  # the judge trained on renderer truth only (acc_*); None: not computed
     skipped: dict[str, str] = field(default_factory=dict)  # evaluation-wide: what was skipped and why
+    engine: EngineSettings | None = None  # where sampling and the truth judge run (None: here)
+    workers: int = 2  # Ray actors
     _real_features: dict[str, np.ndarray] = field(default_factory=dict)
     _inception: object = None
 
@@ -141,7 +145,6 @@ def evaluate_model(model: ModelUnderTest, ctx: EvalContext) -> ModelEvaluation:
         median_aspect,
     )
     from training.run import attention_figure
-    from training.sampling import generate
 
     s = ctx.settings
     out = ModelEvaluation(model.label, model.key, model.registered_model, model.version, model.run_id)
@@ -152,9 +155,10 @@ def evaluate_model(model: ModelUnderTest, ctx: EvalContext) -> ModelEvaluation:
     h, w = bucket_size(base, median_aspect(ctx.held_out)) if ctx.held_out else base.image_size
     prompts = [p for p in ctx.prompts for _ in s.seeds]
     seeds = [sd for _ in ctx.prompts for sd in s.seeds]
-    if prompts:
-        out.images = generate(base, base.unet, [p.caption for p in prompts], seeds, h, w, steps=s.steps,
-                              guidance_scale=s.guidance_scale, batch_size=s.batch_size)
+    truth_answers = None
+    if prompts:  # here, or on Ray actors (engine ray) with the truth judge answering there too
+        out.images, truth_answers = sample_and_judge(base, ctx.truth_judge, [p.caption for p in prompts], seeds, h, w,
+                                                     s.steps, s.guidance_scale, s.batch_size, ctx.engine, ctx.workers)
     else:
         out.images = np.zeros((0, h, w, 3), np.uint8)
         out.skipped["generation"] = "the prompt set is empty (no test-split captions): nothing generated"
@@ -162,7 +166,7 @@ def evaluate_model(model: ModelUnderTest, ctx: EvalContext) -> ModelEvaluation:
     # fine-grained semantic accuracy: each judge answers each caption's questions (acc_*: the truth
     # judge; annotator_acc_*: the flywheel's annotator, what a user without ground truth has)
     questions = [p.questions for p in prompts]
-    for key, judge, answer in (("semantic_accuracy", ctx.truth_judge, lambda: ctx.truth_judge.answer_images(list(out.images))),
+    for key, judge, answer in (("semantic_accuracy", ctx.truth_judge, lambda: truth_answers),
                                ("annotator_semantic_accuracy", ctx.judge, lambda: ctx.judge.answer(ctx.judge.views(list(out.images))))):
         if judge is None:
             out.skipped[key] = ctx.skipped.get(key, "no judge")

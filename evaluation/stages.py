@@ -165,7 +165,8 @@ def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_ve
         judge, judge_note = load_judge(settings, protocol, judge_dir, *judge_parser(settings, snapshot, held_out, protocol, root))
     truth_judge, truth_note = load_truth_judge(settings, protocol)
     ctx = EvalContext(s, protocol, judge, prompts, held_out, settings.training.train.attention_levels,
-                      settings.training.train.attention_layers, truth_judge)
+                      settings.training.train.attention_layers, truth_judge, engine=settings.engine,
+                      workers=settings.filter.workers)
     if judge is None:
         ctx.skipped["annotator_semantic_accuracy"] = judge_note
     if truth_judge is None:

@@ -194,7 +194,7 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
     import dagster as dg
 
     from assets.snapshot import cosmicman_hq_snapshot, cosmicman_hq_snapshot_suite
-    from orchestration.resources import FlywheelResource
+    from orchestration.resources import FlywheelResource, RayEngine
 
     result = dg.materialize([cosmicman_hq_snapshot, cosmicman_hq_snapshot_suite], resources={"flywheel": FlywheelResource()})
     assert result.success
@@ -247,7 +247,7 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
     plain = train_variant(settings, "plain-finetune", beta=0.0)
     from assets.evaluation import evaluation_report
 
-    result = dg.materialize([evaluation_report], resources={"flywheel": FlywheelResource()},
+    result = dg.materialize([evaluation_report], resources={"flywheel": FlywheelResource(), "ray_engine": RayEngine()},
                             selection=[evaluation_report.key])
     assert result.success
     meta = result.asset_materializations_for_node("evaluation_report")[0].metadata

@@ -145,3 +145,34 @@ def test_annotator_labelling_the_pool_on_ray_equals_the_local_engine(protocol, t
         assert (a.argmax(1) == b.argmax(1)).all(), name  # the same answers
     assert len({tuple(p.argmax(1)) for p in local}) > 1  # a trained annotator, not constant output
     assert not ray.is_initialized()
+
+
+def test_evaluation_sampling_and_truth_judging_on_ray_equal_the_local_engine(protocol):
+    import numpy as np
+    import ray
+    import torch
+
+    from evaluation.sampling_engine import sample_and_judge
+    from evaluation.truth_judge import TruthJudge
+    from training.base_model import load_base
+    from training.stages import EMBEDDED_BASE_DIR
+
+    base, judge = load_base(EMBEDDED_BASE_DIR), TruthJudge.load(EMBEDDED_BASE_DIR.parent / "truth-judge", protocol)
+    captions = [f"{shot} of a {g} wearing a red t-shirt" for shot in ("full-body shot", "headshot", "upper-body shot")
+                for g in ("man", "woman")][:5]
+    seeds = list(range(len(captions)))
+    args = (captions, seeds, *base.image_size, 4, 4.0, 2)  # 4 DDIM steps, batches of 2 (the last one short)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a one-CPU actor: the same arithmetic, so the same bits
+    try:
+        local_images, local_answers = sample_and_judge(base, judge, *args)
+    finally:
+        torch.set_num_threads(threads)
+    images, answers = sample_and_judge(base, judge, *args, engine=EngineSettings(kind="ray"), workers=2)
+    assert images.shape == (5, *base.image_size, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images, local_images)
+    assert answers == local_answers and len(answers) == 5
+    assert len({im.tobytes() for im in images}) == 5  # every (prompt, seed) its own sample
+    nothing, none = sample_and_judge(base, None, [], [], *base.image_size, 4, 4.0, 2, engine=EngineSettings(kind="ray"))
+    assert nothing.shape == (0, *base.image_size, 3) and none is None
+    assert not ray.is_initialized()
