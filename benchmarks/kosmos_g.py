@@ -4,9 +4,11 @@ alignment figures on held-out captions: R² of the aligned embeddings against th
 conditioning (all 77 positions, and the caption's own positions) and top-1 caption retrieval
 among 100. Subject-driven generation (stage 3) is not built yet; the script says so.
 
-    .venv/bin/python benchmarks/kosmos_g.py [--captions 3000] [--lm-steps 300] [--align-steps 600]
+    .venv/bin/python benchmarks/kosmos_g.py [--captions 3000] [--lm-steps 300] [--align-steps 2400]
 
-Goals (issue): R² >= 0.6 and retrieval top-1 >= 0.9.
+Goals (issue): R² >= 0.6 and retrieval top-1 >= 0.9. Measured on the 2-core machine, one thread,
+untrained source model: 600 aligner steps R² 0.621, retrieval 0.47; 2400 steps (31 min) R² 0.684,
+retrieval 0.77 (still rising).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--captions", type=int, default=3000)
     ap.add_argument("--lm-steps", type=int, default=300, help="stage 1 steps (0: an untrained source model)")
-    ap.add_argument("--align-steps", type=int, default=600)
+    ap.add_argument("--align-steps", type=int, default=2400)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
