@@ -48,7 +48,10 @@ def test_diffusers_stable_diffusion_pipeline_runs_the_embedded_base():
     from training.sampling import generate
 
     pipe = StableDiffusionPipeline.from_pretrained(EMBEDDED_BASE_DIR, safety_checker=None, requires_safety_checker=False)
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    base = load_base(EMBEDDED_BASE_DIR)
+    # the directory's scheduler config as written: StableDiffusionPipeline rewrites a steps_offset of 0
+    # to 1 when it loads (a deprecation fix-up), which shifts every DDIM timestep by one
+    pipe.scheduler = DDIMScheduler.from_config(base.scheduler_config)
     pipe.set_progress_bar_config(disable=True)
     prompt = "full-body shot of a woman wearing a red t-shirt"
     latents = torch.randn(1, 4, 24, 16, generator=torch.Generator().manual_seed(7))
@@ -56,10 +59,9 @@ def test_diffusers_stable_diffusion_pipeline_runs_the_embedded_base():
                output_type="np").images
     assert out.shape == (1, 96, 64, 3)
     # the project's sampler is the same computation (same seed's noise, DDIM, guidance)
-    base = load_base(EMBEDDED_BASE_DIR)
     ours = generate(base, base.unet, [prompt], [7], 96, 64, steps=4, guidance_scale=4.0)
     theirs = (out[0] * 255).round().astype(np.uint8)
-    assert np.abs(ours[0].astype(int) - theirs.astype(int)).max() <= 2
+    assert np.abs(ours[0].astype(int) - theirs.astype(int)).max() <= 1  # measured 0; 1 allows rounding at the edges
 
 
 @pytest.mark.parametrize("name", ["vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"])
