@@ -181,6 +181,8 @@ def pretrain_base_cmd(
     work_dir: Optional[Path] = typer.Option(None, help="corpus cache and stage checkpoints; default <workspace>/pretrain"),
     unet_steps: Optional[int] = typer.Option(None, help="UNet steps in all (more than before continues from the checkpoint)"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (at most the free cores)"),
+    contrastive_weight: Optional[float] = typer.Option(None, help="CLIP's loss beside the diffusion loss while the text "
+                                                       "encoder trains, at this weight (0: off)"),
     from_pipeline: Optional[Path] = typer.Option(None, help="continue from this pretrain-base pipeline's weights where "
                                                  "the work folder has no checkpoint (e.g. models/embedded-base)"),
     profile: Optional[str] = ProfileOpt,
@@ -194,6 +196,8 @@ def pretrain_base_cmd(
         s.unet.steps = unet_steps
     if threads is not None:
         s.threads = threads
+    if contrastive_weight is not None:
+        s.unet.contrastive_weight = contrastive_weight
     result = pretrain_embedded_base(settings, out or EMBEDDED_BASE_DIR, work_dir, from_pipeline=from_pipeline)
     console.print(f"{result.output_dir}: MLflow run {result.run_id}; "
                   + ", ".join(f"{k} {v / 60:.1f} min" for k, v in result.total_seconds.items()))

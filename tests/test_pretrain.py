@@ -305,3 +305,44 @@ def test_run_notes_survive_an_export_that_replaces_the_pipeline_folder(pretraine
     card.write_text(card.read_text() + f"\n{NOTES_BEGIN}\n- first run: 4 steps\n{NOTES_END}\n")
     pretrain_embedded_base(settings, root / "base", root / "work")  # nothing left to train: export only
     assert "- first run: 4 steps" in card.read_text()
+
+
+def test_clip_loss_beside_the_diffusion_loss_trains_the_vision_tower_and_exports_the_pair(pretrained, tmp_path):
+    """``contrastive_weight`` keeps CLIP's loss while the text encoder trains with the UNet: the loss is
+    logged beside the diffusion loss, the vision tower moves, and the CLIP saved beside the pipeline is
+    the pair trained together (its text tower is the pipeline's text encoder), resumable from its checkpoint."""
+    from transformers import CLIPModel
+
+    from training.base_model import load_base
+    from training.pretrain.continue_from import seed_checkpoints
+    from training.pretrain.run import clip_dir, pretrain_base
+
+    root, _, settings = pretrained
+    s = tiny(settings, steps=6, text_encoder_lr=1e-2, ema_decay=0.5, contrastive_weight=0.5, batch_size=8)
+    seed_checkpoints(root / "base", tmp_path / "work", s)
+    logged: dict[int, dict] = {}
+    pretrain_base(s, tmp_path / "work", tmp_path / "out", on_log=lambda st, k, m: logged.setdefault(k, m))
+    assert sorted(logged) == [5, 6]
+    assert all(np.isfinite(m["unet/clip_loss"]) and m["unet/clip_loss"] > 0 for m in logged.values())
+    before = CLIPModel.from_pretrained(clip_dir(root / "base"))
+    after = CLIPModel.from_pretrained(clip_dir(tmp_path / "out"))
+    assert not torch.allclose(before.vision_model.embeddings.patch_embedding.weight,
+                              after.vision_model.embeddings.patch_embedding.weight)
+    assert not torch.equal(before.logit_scale, after.logit_scale)
+    exported = load_base(tmp_path / "out").text_encoder.get_input_embeddings().weight
+    assert torch.equal(after.text_model.embeddings.token_embedding.weight, exported)
+    state = torch.load(tmp_path / "work" / "unet.pt", weights_only=False)
+    assert len(state["optimizer"]["param_groups"]) == 3 and "clip" in state
+    assert torch.equal(state["clip"]["logit_scale"], after.logit_scale)
+
+
+def test_the_shot_probe_measures_how_far_apart_two_prompts_are(pretrained):
+    """The logged headshot/upper-body distance is zero for the same prompts and positive for different ones."""
+    from training.base_model import load_base
+    from training.pretrain.clip import hidden_state_distance
+
+    root, _, _ = pretrained
+    base = load_base(root / "base")
+    same = hidden_state_distance(base.text_encoder, base.tokenizer, ["headshot of a man"], ["headshot of a man"])
+    apart = hidden_state_distance(base.text_encoder, base.tokenizer, ["headshot of a man"], ["full-body shot of a man"])
+    assert same == 0.0 and apart > 0.01

@@ -43,8 +43,11 @@ def write_card(folder: Path, settings: dict, seconds: dict[str, float], scaling_
         if u.get("text_time_embedding") else ""
     joint_lr = u.get("text_encoder_lr")
     then_joint = ", then trained with the UNet" if joint_lr else ""
-    text_encoder_recipe = f"the text encoder trained with it at lr {joint_lr} (its EMA saved; `../embedded-base-clip/` " \
-        "keeps the contrastive one)" if joint_lr else "text encoder frozen"
+    contrastive = u.get("contrastive_weight") if joint_lr else 0
+    clip_saved = (f"with {contrastive} x CLIP's loss against the vision tower beside the diffusion loss; "
+                  "`../embedded-base-clip/` is that pair") if contrastive else "`../embedded-base-clip/` keeps the contrastive one"
+    text_encoder_recipe = f"the text encoder trained with it at lr {joint_lr} (its EMA saved; {clip_saved})" \
+        if joint_lr else "text encoder frozen"
     text = f"""# Embedded base model (the project's Stable Diffusion 1.5 stand-in)
 
 A `StableDiffusionPipeline` directory (diffusers layout: `model_index.json`, `vae/`, `unet/`,

@@ -140,3 +140,49 @@ def train_clip_steps(model: CLIPModel, optimizer, tokenizer, images: np.ndarray,
         if on_log:
             acc = (out.logits_per_image.argmax(1) == torch.arange(len(idx))).float().mean().item()
             on_log(step + 1, {"loss": out.loss.item(), "batch_accuracy": acc})
+
+
+class ContrastiveTerm:
+    """CLIP's loss kept beside the diffusion loss while the text encoder trains with the UNet.
+
+    The diffusion loss alone lets the text encoder merge words whose difference the UNet does not use
+    yet (at 10,200 steps "headshot" and "upper-body shot" had drifted together and sampled the same
+    image). The vision tower sees the framing at once, so the contrastive pull keeps such words apart.
+    It scores the live text encoder's pooled state, through CLIP's projections, against the vision tower
+    on the same images the UNet step drew; the vision tower and both projections train with it.
+    """
+
+    def __init__(self, clip: CLIPModel, images: np.ndarray, vision_size: int, weight: float):
+        self.clip, self.images, self.vision_size, self.weight = clip, images, vision_size, weight
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        c = self.clip
+        return [*c.vision_model.parameters(), *c.visual_projection.parameters(), *c.text_projection.parameters(),
+                c.logit_scale]
+
+    def train(self, on: bool) -> None:
+        self.clip.train(on)
+        for p in self.parameters():
+            p.requires_grad_(on)
+
+    def loss(self, pooled: torch.Tensor, idx: np.ndarray, keep: torch.Tensor) -> torch.Tensor:
+        """``pooled``: the text encoder's pooled states for the images ``idx``; ``keep``: the captions not dropped."""
+        if int(keep.sum()) < 2:
+            return pooled.new_zeros(())
+        c = self.clip
+        text = F.normalize(c.text_projection(pooled[keep]), dim=-1)
+        pixels = vision_inputs(self.images[idx[keep.numpy()]], self.vision_size)
+        image = F.normalize(c.visual_projection(c.vision_model(pixel_values=pixels).pooler_output), dim=-1)
+        logits = c.logit_scale.exp() * text @ image.T
+        labels = torch.arange(len(logits))
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def hidden_state_distance(text_encoder, tokenizer, a: list[str], b: list[str]) -> float:
+    """Mean distance between the per-token hidden states of prompts ``a[i]`` and ``b[i]`` (the measure
+    behind the shot diagnosis: headshot vs upper-body prompts)."""
+    with torch.no_grad():
+        ids = tokenizer(a + b, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+                        return_tensors="pt").input_ids
+        h = text_encoder(ids)[0]
+    return float((h[:len(a)] - h[len(a):]).norm(dim=-1).mean())

@@ -9,7 +9,7 @@ weak-caption recipe (the renders must be the same; their captions may be rewritt
 caption rules), the UNet's pooled-prompt path (``text_time_embedding``), which a UNet trained
 without it grows (zero-initialised, so it starts as the trained UNet), and the UNet's
 optimisation settings (learning rates, warm-up, batch, dropout, loss weighting, EMA decay,
-whether the text encoder trains too): the architecture and the noise schedule must match. A seeded UNet warms its
+whether the text encoder trains too, and with what contrastive weight): the architecture and the noise schedule must match. A seeded UNet warms its
 learning rate up again, since Adam's moments start afresh.
 """
 
@@ -26,7 +26,8 @@ from training.pretrain.settings import PretrainSettings
 _STAGES = ("vae", "clip", "unet")
 # may differ from the pipeline's: added to trained weights (the pooled-prompt path), or how training goes on
 _MAY_CHANGE = {"unet": {"text_time_embedding", "text_time_embedding_heads", "lr", "warmup_steps", "batch_size",
-                        "caption_dropout", "snr_gamma", "ema_decay", "text_encoder_lr"}}
+                        "caption_dropout", "snr_gamma", "ema_decay", "text_encoder_lr",
+                        "contrastive_weight"}}
 
 
 class RecipeMismatch(ValueError):

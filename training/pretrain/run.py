@@ -22,7 +22,12 @@ from transformers import CLIPModel, CLIPTextModel
 
 from flywheel.protocol import load_protocol
 from training.base_model import BaseModel
-from training.pretrain.clip import build_clip, build_clip_tokenizer, train_clip_steps
+from training.pretrain.clip import (
+    ContrastiveTerm,
+    build_clip,
+    build_clip_tokenizer,
+    train_clip_steps,
+)
 from training.pretrain.corpus import build_corpus
 from training.pretrain.settings import PretrainSettings
 from training.pretrain.unet import (
@@ -179,7 +184,10 @@ def pretrain_base(s: PretrainSettings, work_dir: Path, output_dir: Path, protoco
     ema = Ema(unet, s.unet.ema_decay)
     text_ema = Ema(text_encoder, s.unet.ema_decay) if joint else None
     scheduler = build_scheduler(s.unet)
-    opt = unet_optimizer(unet, text_encoder, s.unet)
+    contrast = None
+    if joint and s.unet.contrastive_weight:
+        contrast = ContrastiveTerm(clip, corpus.images, s.clip.vision_size, s.unet.contrastive_weight)
+    opt = unet_optimizer(unet, text_encoder, s.unet, contrast)
     gen = torch.Generator().manual_seed(s.seed + 5)
     warmup = {"from": 0}  # the step Adam's moments started at: a seeded or widened checkpoint warms up again
     base = BaseModel(output_dir, ema.model, text_ema.model if joint else text_encoder, tokenizer, scheduler, vae=vae)
@@ -193,7 +201,7 @@ def pretrain_base(s: PretrainSettings, work_dir: Path, output_dir: Path, protoco
     def train(a: int, b: int) -> None:
         train_unet_steps(unet, ema, opt, text_encoder, tokenizer, scheduler, means, stds, corpus.captions, scaling,
                          s.unet, a, b, gen, lambda k, m: log("unet", k, m), text_ema=text_ema,
-                         warmup_from=warmup["from"])
+                         warmup_from=warmup["from"], contrast=contrast)
         if on_grid and (b // s.sample_every > a // s.sample_every) and b < s.unet.steps:
             on_grid(b, sample_grid())
 
@@ -214,6 +222,8 @@ def pretrain_base(s: PretrainSettings, work_dir: Path, output_dir: Path, protoco
 
     # the text encoder the UNet reads is part of this stage's state (once trained with it, it is no longer CLIP's)
     modules = {"unet": unet, "text_encoder": text_encoder}
+    if contrast is not None:  # its vision tower and projections train here too
+        modules["clip"] = clip
     _run_stage("unet", work_dir / "unet.pt", s.unet.steps, modules, opt, gen, s.checkpoint_every, train, clock,
                extra_state=unet_state, restore=restore_unet)
 
@@ -221,6 +231,8 @@ def pretrain_base(s: PretrainSettings, work_dir: Path, output_dir: Path, protoco
     clip_partial = partial.with_name(clip_dir(output_dir).name + ".partial")
     base.save(partial)
     write_card_inputs(partial, s, scaling)
+    if contrast is not None:  # save the pair trained together: the vision tower learnt against this text encoder
+        load_text_encoder_into(clip, text_ema.model)
     clip.save_pretrained(clip_partial)
     tokenizer.save_pretrained(clip_partial)
     for folder in (partial / "tokenizer", clip_partial):  # CLIP's own files too, as SD 1.5's tokenizer/ has them
@@ -248,6 +260,14 @@ def text_encoder_of(clip: CLIPModel) -> CLIPTextModel:
         state = {f"text_model.{k}": v for k, v in state.items()}
     text.load_state_dict(state)
     return text.eval().requires_grad_(False)
+
+
+def load_text_encoder_into(clip: CLIPModel, text: CLIPTextModel) -> None:
+    """The inverse of :func:`text_encoder_of`: ``text``'s weights into ``clip``'s text tower."""
+    state = text.state_dict()
+    if all(k.startswith("text_model.") for k in state):
+        state = {k.removeprefix("text_model."): v for k, v in state.items()}
+    clip.text_model.load_state_dict(state)
 
 
 def write_card_inputs(folder: Path, s: PretrainSettings, scaling: float) -> None:

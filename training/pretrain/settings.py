@@ -96,6 +96,10 @@ class UnetSettings(BaseModel):
                                           "rate (None: frozen, SD 1.5's recipe). The contrastive CLIP barely separates "
                                           "man from woman; the UNet's loss teaches it what the image needs. The "
                                           "contrastive CLIP stays the CLIPScore backend")
+    contrastive_weight: float = Field(0.0, ge=0, description="with the text encoder trained: add this times CLIP's "
+                                      "loss (the live text encoder against the vision tower, on the step's images) to "
+                                      "the diffusion loss, so words the UNet does not use yet stay apart; the vision "
+                                      "tower trains too and the saved CLIP is then the pair trained here")
 
 
 class PretrainSettings(BaseModel):

@@ -18,6 +18,7 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from tqdm import tqdm
 
 from training.denoising import denoising_target, min_snr_weights
+from training.pretrain.clip import ContrastiveTerm, hidden_state_distance
 from training.pretrain.settings import UnetSettings
 
 
@@ -84,27 +85,41 @@ class Ema:
             e.lerp_(p.detach(), 1 - d)
 
 
-def unet_optimizer(unet: torch.nn.Module, text_encoder: torch.nn.Module, s: UnetSettings) -> torch.optim.AdamW:
-    """AdamW over the UNet, and over the text encoder (a second group) when it is trained too."""
+def unet_optimizer(unet: torch.nn.Module, text_encoder: torch.nn.Module, s: UnetSettings,
+                   contrast: ContrastiveTerm | None = None) -> torch.optim.AdamW:
+    """AdamW over the UNet, over the text encoder (a second group) when it is trained too, and over the
+    contrastive term's vision tower and projections (a third) when that is kept beside it."""
     groups = [{"params": list(unet.parameters()), "lr": s.lr}]
     if s.text_encoder_lr:
         groups.append({"params": list(text_encoder.parameters()), "lr": s.text_encoder_lr})
+        if contrast is not None:
+            groups.append({"params": contrast.parameters(), "lr": s.text_encoder_lr})
     return torch.optim.AdamW(groups, lr=s.lr, weight_decay=1e-2)
+
+
+# the prompt pairs whose hidden states drifted together under the diffusion loss alone (logged as they train)
+SHOT_PROBE = (["headshot of a man wearing a red t-shirt", "headshot of a woman wearing a blue t-shirt"],
+              ["upper-body shot of a man wearing a red t-shirt", "upper-body shot of a woman wearing a blue t-shirt"])
 
 
 def train_unet_steps(unet, ema: Ema, optimizer, text_encoder, tokenizer, scheduler: DDPMScheduler,
                      means: np.ndarray, stds: np.ndarray, captions: list[str], scaling_factor: float, s: UnetSettings,
                      start: int, stop: int, generator: torch.Generator, on_log=None, text_ema: Ema | None = None,
-                     warmup_from: int = 0) -> None:
+                     warmup_from: int = 0, contrast: ContrastiveTerm | None = None) -> None:
     """Steps ``start``..``stop`` of UNet training; ``means``/``stds``: (N, 2, C, h, w) latents of each image and its mirror.
     With ``s.text_encoder_lr`` the text encoder is trained as well and ``text_ema`` follows it. The learning rate
-    warms up over ``s.warmup_steps`` from ``warmup_from``, the step the optimizer's moments started at."""
+    warms up over ``s.warmup_steps`` from ``warmup_from``, the step the optimizer's moments started at.
+    ``contrast`` adds ``contrast.weight`` times CLIP's loss on the same images (text encoder trained only)."""
     joint = bool(s.text_encoder_lr)
     if joint and text_ema is None:
         raise ValueError("text_encoder_lr is set: the text encoder's EMA (text_ema) is required")
+    if contrast is not None and not joint:
+        raise ValueError("a contrastive term needs the text encoder trained (text_encoder_lr)")
     unet.train()
     text_encoder.train(joint).requires_grad_(joint)
-    base_lrs = [s.lr, s.text_encoder_lr][:len(optimizer.param_groups)]
+    if contrast is not None:
+        contrast.train(True)
+    base_lrs = [s.lr, s.text_encoder_lr, s.text_encoder_lr][:len(optimizer.param_groups)]
     warm = lambda step: min(1.0, (step - warmup_from + 1) / max(1, s.warmup_steps))
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for step in tqdm(range(start, stop), desc="unet", initial=start, total=s.steps):
@@ -115,11 +130,13 @@ def train_unet_steps(unet, ema: Ema, optimizer, text_encoder, tokenizer, schedul
         mean = torch.from_numpy(means[idx, view].astype(np.float32))
         std = torch.from_numpy(stds[idx, view].astype(np.float32))
         latents = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling_factor
-        texts = [("" if torch.rand(1, generator=generator).item() < s.caption_dropout else captions[i]) for i in idx]
+        dropped = torch.tensor([torch.rand(1, generator=generator).item() < s.caption_dropout for _ in idx])
+        texts = ["" if d else captions[i] for d, i in zip(dropped.tolist(), idx)]
         ids = tokenizer(texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
                         return_tensors="pt").input_ids
         with torch.set_grad_enabled(joint):
-            context = text_encoder(ids)[0]
+            encoded = text_encoder(ids)
+            context = encoded[0]
         noise = torch.randn(latents.shape, generator=generator)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (s.batch_size,), generator=generator)
         noisy = scheduler.add_noise(latents, noise, t)
@@ -129,6 +146,11 @@ def train_unet_steps(unet, ema: Ema, optimizer, text_encoder, tokenizer, schedul
         if s.snr_gamma:
             per_sample = per_sample * min_snr_weights(scheduler, t, s.snr_gamma)
         loss = per_sample.mean()
+        metrics = {"loss": loss.item(), "lr": s.lr * warm(step)}
+        if contrast is not None:
+            clip_loss = contrast.loss(encoded.pooler_output, idx, ~dropped)
+            metrics["clip_loss"] = clip_loss.item()
+            loss = loss + contrast.weight * clip_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -137,5 +159,9 @@ def train_unet_steps(unet, ema: Ema, optimizer, text_encoder, tokenizer, schedul
         if joint:
             text_ema.update(text_encoder)
         if on_log:
-            on_log(step + 1, {"loss": loss.item(), "lr": s.lr * warm(step)})
+            if joint and (step + 1) % 100 == 0:
+                metrics["headshot_upper_body_distance"] = hidden_state_distance(text_encoder, tokenizer, *SHOT_PROBE)
+            on_log(step + 1, metrics)
     text_encoder.eval().requires_grad_(False)
+    if contrast is not None:
+        contrast.train(False)
