@@ -19,7 +19,7 @@ def synthetic_samples(protocol, seed: int, count: int) -> list[Sample]:
         answers = {k: v for k, v in s.truth["attributes"].items() if v is not None}
         groups = caption_groups(protocol, answers, seed=i, present_classes=set(np.unique(s.parsing).tolist()))
         out.append(Sample(f"k{i}", img, s.parsing, {"caption_groups": [g.as_row() for g in groups],
-                                                     "keypoints": s.keypoints.reshape(-1).tolist()}))
+                                                     "answers": answers, "keypoints": s.keypoints.reshape(-1).tolist()}))
     return out
 
 

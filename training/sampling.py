@@ -71,29 +71,39 @@ def unconditional(base: BaseModel, n: int, size: tuple[int, int] | None = None) 
 def generate(base: BaseModel, unet, prompts: Sequence[str], seeds: Sequence[int], height: int, width: int,
              steps: int = 25, guidance_scale: float = 4.0, batch_size: int = 8) -> np.ndarray:
     """(N, H, W, 3) uint8 images, one per (prompt, seed)."""
-    device = next(unet.parameters()).device
-    dtype = next(unet.parameters()).dtype
-    # from the directory's own config, as a diffusers pipeline builds its scheduler
-    scheduler = DDIMScheduler.from_config(base.scheduler_config or base.scheduler.config)
     out = []
-    lh, lw = height // base.vae_scale, width // base.vae_scale
     for i in range(0, len(prompts), batch_size):
         batch, batch_seeds = list(prompts[i:i + batch_size]), list(seeds[i:i + batch_size])
         cond, added = encode_prompts(base, batch, (height, width))
         uncond, added_u = unconditional(base, len(batch), (height, width))
-        context = torch.cat([uncond, cond]).to(dtype)
-        extra = {"added_cond_kwargs": {k: torch.cat([added_u[k], added[k]]) for k in added}} if added else {}
-        x = torch.stack([torch.randn(base.latent_channels, lh, lw, generator=torch.Generator().manual_seed(int(s)))
-                         for s in batch_seeds]).to(device, dtype) * scheduler.init_noise_sigma
-        scheduler.set_timesteps(steps)
-        for t in scheduler.timesteps:
-            inp = scheduler.scale_model_input(torch.cat([x, x]), t)
-            eps_u, eps_c = unet(inp, t, encoder_hidden_states=context, **extra).sample.chunk(2)
-            x = scheduler.step(eps_u + guidance_scale * (eps_c - eps_u), t, x).prev_sample
-        if base.vae is not None:
-            x = base.vae.decode(x.to(base.vae.dtype) / base.vae.config.scaling_factor).sample
-        out.append(((x.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+        out.append(sample_from_embeddings(base, unet, cond, uncond, batch_seeds, height, width, steps, guidance_scale,
+                                          added, added_u))
     return np.concatenate(out) if out else np.zeros((0, height, width, 3), np.uint8)
+
+
+def sample_from_embeddings(base: BaseModel, unet, cond: torch.Tensor, uncond: torch.Tensor, seeds: Sequence[int],
+                           height: int, width: int, steps: int = 25, guidance_scale: float = 4.0,
+                           added: dict | None = None, added_u: dict | None = None) -> np.ndarray:
+    """DDIM with classifier-free guidance from given text conditioning (B, L, d) and its unconditional
+    counterpart: what :func:`generate` does after encoding, and what a replaced text encoder (KOSMOS-G's
+    aligned embeddings) feeds the same UNet. One image per seed."""
+    device = next(unet.parameters()).device
+    dtype = next(unet.parameters()).dtype
+    # from the directory's own config, as a diffusers pipeline builds its scheduler
+    scheduler = DDIMScheduler.from_config(base.scheduler_config or base.scheduler.config)
+    lh, lw = height // base.vae_scale, width // base.vae_scale
+    context = torch.cat([uncond, cond]).to(device, dtype)
+    extra = {"added_cond_kwargs": {k: torch.cat([added_u[k], added[k]]) for k in added}} if added else {}
+    x = torch.stack([torch.randn(base.latent_channels, lh, lw, generator=torch.Generator().manual_seed(int(s)))
+                     for s in seeds]).to(device, dtype) * scheduler.init_noise_sigma
+    scheduler.set_timesteps(steps)
+    for t in scheduler.timesteps:
+        inp = scheduler.scale_model_input(torch.cat([x, x]), t)
+        eps_u, eps_c = unet(inp, t, encoder_hidden_states=context, **extra).sample.chunk(2)
+        x = scheduler.step(eps_u + guidance_scale * (eps_c - eps_u), t, x).prev_sample
+    if base.vae is not None:
+        x = base.vae.decode(x.to(base.vae.dtype) / base.vae.config.scaling_factor).sample
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def image_grid(images: np.ndarray, cols: int) -> np.ndarray:
