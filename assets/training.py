@@ -4,12 +4,17 @@
 import dagster as dg
 
 from assets.conditions import on_new_data
-from assets.metadata import table
+from assets.metadata import ROW_COUNT, table
 from assets.snapshot import cosmicman_hq_snapshot
 from flywheel.preview import decode_rgb, markdown_image
 from orchestration.k8s import GPU_TRAINING_TAGS
 from orchestration.resources import FlywheelResource
-from training.stages import activation_sweep, train_dual_prior, train_variant
+from training.stages import (
+    activation_sweep,
+    build_kosmos_pairs,
+    train_dual_prior,
+    train_variant,
+)
 
 ACCELERATOR_POOL = "accelerator"  # a pool of one (infra/dagster): two trainings never share the device
 
@@ -81,3 +86,18 @@ def adversarial_checkpoint(context: dg.AssetExecutionContext, flywheel: Flywheel
             "model_version_page": dg.MetadataValue.url(settings.tracking.model_version_url(run.model_name, run.model_version))}
     meta.update({k: dg.MetadataValue.float(float(v)) for k, v in run.metrics.items()})
     return dg.MaterializeResult(metadata=meta, data_version=model_version(run))
+
+
+@dg.asset(group_name="training", kinds={"parquet"}, deps=[cosmicman_hq_snapshot],
+          description="KOSMOS-G's compositional pairs: each snapshot image's garments cut out by their parsing classes "
+          "(grey outside), with their caption words and a reference crop of the same garment on another person "
+          "(schema: training/kosmos/pairs.py). Materialized on demand, before KOSMOS-G instruction tuning.")
+def kosmos_pairs(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
+    path, stats = build_kosmos_pairs(flywheel.settings)
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(f"{stats['tag']}/pairs"),
+        metadata={ROW_COUNT: dg.MetadataValue.int(stats["rows"]), "path": dg.MetadataValue.path(str(path)),
+                  "snapshot_tag": dg.MetadataValue.text(stats["tag"] or "untagged"),
+                  "samples": dg.MetadataValue.int(stats["samples"]),
+                  "with_reference": dg.MetadataValue.int(stats["with_reference"]),
+                  "parts": table(sorted(stats["parts"].items()), [("part", "string"), ("rows", "int")])})

@@ -208,6 +208,20 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
     again = stages.publish_snapshot(settings)
     assert not again.publication.new and again.stats["images"] == table.num_rows
 
+    # KOSMOS-G's pairs from the published version: garment crops, each with its caption words
+    from assets.training import kosmos_pairs
+    from training.kosmos.pairs import read_pairs
+
+    result = dg.materialize([kosmos_pairs], resources={"flywheel": FlywheelResource()})
+    pairs_meta = result.asset_materializations_for_node("kosmos_pairs")[0].metadata
+    pairs = read_pairs(Path(pairs_meta["path"].value))
+    assert pairs_meta["dagster/row_count"].value == len(pairs) > 0 and pairs_meta["snapshot_tag"].value == "cosmicman-hq-v1"
+    from training.stages import training_snapshot
+
+    published = training_snapshot(settings)
+    assert {r["key"] for r in pairs} <= {r["key"] for split in ("train", "test") for r in published.rows(split)}
+    assert all(r["entity_text"] in r["caption"] for r in pairs)
+
     # training reads the published version and lands in MLflow as a registered model version
     from training.stages import train_variant
 
@@ -396,7 +410,12 @@ def test_the_production_profile_runs_the_flywheel_on_a_folder_of_renders_with_no
     labelled through the labelling backend, its labels counted; the renders' metadata (the
     renderer's attributes) is the second yardstick."""
     from flywheel.settings import load_settings
-    from flywheel.stages import annotation_flywheel, annotation_iteration, filter_pool, source_batch
+    from flywheel.stages import (
+        annotation_flywheel,
+        annotation_iteration,
+        filter_pool,
+        source_batch,
+    )
     from flywheel.synthetic.source import SyntheticConfig, encode_parsing, render_sample
 
     root = tmp_path / "renders"

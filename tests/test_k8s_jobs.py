@@ -17,7 +17,8 @@ from orchestration.definitions import defs
 
 GPU_ASSETS = {"plain_finetune_checkpoint", "daring_checkpoint", "activation_sweep_checkpoints",
               "adversarial_checkpoint", "evaluation_report"}
-DATA_ASSETS = {"raw_images", "filtered_pool", "annotation_iteration", "annotated_pool", "cosmicman_hq_snapshot"}
+DATA_ASSETS = {"raw_images", "filtered_pool", "annotation_iteration", "annotated_pool", "cosmicman_hq_snapshot",
+               "kosmos_pairs"}
 CPU_REQUESTS = {"filtered_pool", "annotation_iteration", "annotated_pool"}
 
 

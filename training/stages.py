@@ -149,3 +149,24 @@ def train_dual_prior(settings: Settings, tags: dict[str, str] | None = None, sna
     base = dual_prior_base(settings, tag)
     return run_dual_prior(settings.training, snapshot, load_protocol(settings.protocol_path), base, out,
                           settings.tracking, f"{settings.tracking.experiment_prefix}-training", tags)
+
+
+def build_kosmos_pairs(settings: Settings, version: int | None = None) -> tuple[Path, dict]:
+    """``kosmos_pairs``: garment crops and their references from a CosmicMan-HQ version (the pinned or latest),
+    written once per version to ``<workspace>/kosmos/pairs-v<N>.parquet``; returns the path and its counts."""
+    from collections import Counter
+
+    from training.kosmos.pairs import build_pairs, read_pairs, write_pairs
+
+    snapshot = training_snapshot(settings, version)
+    path = settings.workspace / "kosmos" / f"pairs-v{snapshot.version}.parquet"
+    if path.exists():
+        rows = read_pairs(path)
+    else:
+        protocol = load_protocol(settings.protocol_path)
+        rows = [r for split in ("train", "test") for r in build_pairs(snapshot.samples(split), protocol)]
+        write_pairs(rows, path)
+    stats = {"rows": len(rows), "samples": len({r["key"] for r in rows}), "version": snapshot.version,
+             "tag": snapshot.tag, "with_reference": sum(r["reference_key"] is not None for r in rows),
+             "parts": dict(Counter(r["part"] for r in rows))}
+    return path, stats

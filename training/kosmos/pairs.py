@@ -89,7 +89,7 @@ def build_pairs(samples: Iterable, protocol: Protocol, min_pixels: int = 24) -> 
     rows: list[dict] = []
     for smp in samples:
         groups = smp.meta.get("caption_groups") or []
-        answers = smp.meta.get("answers") or {}
+        answers = dict(smp.meta.get("answers") or {})  # a manifest's Arrow map reads as (key, value) pairs
         for g in garment_groups(protocol, groups):
             cut = garment_crop(smp.image, smp.parsing, g["class_ids"], min_pixels)
             if cut is None:
