@@ -12,7 +12,14 @@ import torch
 
 from tests.training_samples import synthetic_samples
 from training.kosmos.interleaved import ImageSegment, InterleavedPromptError
-from training.kosmos.pairs import GREY, SCHEMA, build_pairs, read_pairs, unpng, write_pairs
+from training.kosmos.pairs import (
+    GREY,
+    SCHEMA,
+    build_pairs,
+    read_pairs,
+    unpng,
+    write_pairs,
+)
 
 ROOT = Path(__file__).parents[1]
 
@@ -58,7 +65,11 @@ def test_garments_are_cut_by_their_parsing_classes_and_referenced_on_another_sam
 
 
 def test_the_compositional_prompt_puts_each_garments_image_after_its_words(samples, pairs, protocol):
-    from training.kosmos.instruct import InstructSettings, compositional_prompt, examples_from_pairs
+    from training.kosmos.instruct import (
+        InstructSettings,
+        compositional_prompt,
+        examples_from_pairs,
+    )
 
     examples = examples_from_pairs(samples, pairs, (96, 64))
     assert examples and all(ex.image.shape == (96, 64, 3) for ex in examples)
@@ -145,3 +156,34 @@ def test_interleaved_generation_samples_with_the_bases_unet_unchanged_and_reject
         gen.generate(["a woman wearing <image>"], seeds=[0])
     with pytest.raises(ValueError, match="2 prompts but 1 seeds"):
         gen.generate(["a", "b"], seeds=[0])
+
+
+def test_subject_scores_judge_the_garment_and_name_what_was_not_computed(samples, pairs, protocol):
+    """On real renders of the garments (the ceiling a generator is compared with), the judge reads the
+    garment's colour; CLIP-I is higher against the same garment's crop than against another garment's;
+    DINO without weights is "not computed" with its reason, never a number."""
+    import json
+
+    import cv2
+
+    from evaluation.subject import garment_accuracy, subject_scores
+    from evaluation.truth_judge import TruthJudge
+    from training.data import crop_box, fit
+
+    judge = TruthJudge.load(ROOT / "models" / "truth-judge", protocol)
+    by_key = {s.key: s for s in samples}
+    tops = [r for r in pairs if r["part"] == "top"][:12]
+    images = np.stack([fit(by_key[r["key"]].image, crop_box(by_key[r["key"]].image.shape[:2], (96, 64)), (96, 64),
+                           cv2.INTER_AREA) for r in tops])
+    own = [unpng(r["crop_png"]) for r in tops]
+    garments = [json.loads(r["signature_json"]) for r in tops]
+    scores = subject_scores(images, own, ["a person wearing " + r["entity_text"] for r in tops], garments, judge,
+                            ROOT / "models" / "embedded-base-clip", colour_categories=["top_color"],
+                            type_categories=["top_type"])
+    assert scores["colour_accuracy"] >= 0.75 and scores["colour_by_category"]["top_color"]["count"] == len(tops)
+    assert "dino" not in scores and "no local model directory" in scores["not_computed"]["dino"]
+    shuffled = subject_scores(images, own[1:] + own[:1], ["x"] * len(tops), garments, judge,
+                              ROOT / "models" / "embedded-base-clip")
+    assert scores["clip_i"] > shuffled["clip_i"] and -1 <= scores["clip_t"] <= 1
+    assert garment_accuracy([{"top_color": "red"}, {"top_color": "blue"}], [{"top_color": "red"}, {"top_color": "red"}],
+                            ["top_color", "bag_color"]) == {"top_color": {"accuracy": 0.5, "count": 2}}
