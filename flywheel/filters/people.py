@@ -42,7 +42,8 @@ class PeopleResult:
 
 class PeopleDetector:
     def __init__(self, body_backend: str = "hog", yolo_weights: str | None = None, *, body_scale: float = 1.2,
-                 body_hit_threshold: float = -1.5, face_scale_factor: float = 1.1, face_min_neighbors: int = 1):
+                 body_hit_threshold: float = -1.5, face_scale_factor: float = 1.1, face_min_neighbors: int = 1,
+                 face_working_height: int = 128, face_head_height: float = 72, face_fallback_height: int = 256):
         """The pyramid steps and thresholds are the filter chain's (:class:`FilterSettings`), chosen in
         ``benchmarks/filter_chain.py``: coarser pyramids with looser thresholds keep what the finer,
         stricter ones found at about half the cost."""
@@ -58,7 +59,10 @@ class PeopleDetector:
             raise ValueError(f"unknown person detector {body_backend!r} (hog or yolo)")
         if self._body is None:
             self._hog = HogPersonDetector(hit_threshold=body_hit_threshold, scale=body_scale)
-        self._faces = HaarDetector(scale_factor=face_scale_factor, min_neighbors=face_min_neighbors)
+        self._faces = HaarDetector(scale_factor=face_scale_factor, min_neighbors=face_min_neighbors,
+                                   working_height=face_working_height)
+        self.face_head_height = face_head_height
+        self.face_fallback_height = face_fallback_height
 
     def _bodies(self, image: np.ndarray) -> list[Box]:
         if self._body is not None:
@@ -74,7 +78,7 @@ class PeopleDetector:
         heads = [(b[0], b[1], b[2], b[1] + 0.4 * (b[3] - b[1])) for b in work_bodies]  # where a standing person's head is
         bodies = [tuple(v * inv for v in b) for b in work_bodies]
         skin = skin_mask(image)
-        faces = [f for f in self._faces.detect(image, heads) if skin_share(skin, f) >= MIN_SKIN_SHARE]
+        faces = self._find_faces(image, heads, skin)
         faces = plausible_faces([tuple(v * inv for v in b) for b in faces], bodies)
         seconds = {"bodies": t1 - t0, "faces": time.perf_counter() - t1}
         H = image.shape[0] * inv
@@ -96,6 +100,28 @@ class PeopleDetector:
         if face is None and person is not None:
             face_size, estimated = (person[3] - person[1]) * FACE_PER_BODY_BOX, True
         return PeopleResult(n, person, face, face_size, estimated, bodies, faces, seconds)
+
+    def _find_faces(self, image: np.ndarray, heads: list[Box], skin: np.ndarray) -> list[Box]:
+        """Skin-coloured faces, each cascade run at the scale its faces need: the whole image at
+        ``face_working_height`` (coarse: the large faces of close-ups), each detected body's head region scaled
+        to ``face_head_height`` (a standing person's face is about a third of it: small faces reach the
+        cascade's window, large regions are not scanned at more pixels than their face needs), and, only when
+        neither a body nor a face was found, the whole image again at ``face_fallback_height`` (a finer look for
+        a person whose body the detector missed)."""
+        cascade = self._faces
+        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+        boxes = cascade._run(gray, cascade.working_height / gray.shape[0])
+        for x0, y0, x1, y1 in heads:
+            x0, y0 = max(0, int(x0)), max(0, int(y0))
+            x1, y1 = min(gray.shape[1], int(np.ceil(x1))), min(gray.shape[0], int(np.ceil(y1)))
+            if x1 - x0 < 4 or y1 - y0 < 4:
+                continue
+            boxes += cascade._run(gray[y0:y1, x0:x1], self.face_head_height / (y1 - y0), x0, y0)
+        faces = [f for f in suppress(boxes) if skin_share(skin, f) >= MIN_SKIN_SHARE]
+        if not faces and not heads and self.face_fallback_height > cascade.working_height:
+            boxes += cascade._run(gray, self.face_fallback_height / gray.shape[0])
+            faces = [f for f in suppress(boxes) if skin_share(skin, f) >= MIN_SKIN_SHARE]
+        return faces
 
 
 def plausible_faces(faces: list[Box], bodies: list[Box], min_relative_size: float = 0.4) -> list[Box]:
