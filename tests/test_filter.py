@@ -151,3 +151,29 @@ def test_extreme_aspect_is_rejected_before_any_detector(tmp_path):
         assert r["verdict"] == "reject" and "extreme_aspect" in r["reasons"], r
         assert "n_persons" not in scores and "quality" not in scores and "phash" not in scores
         assert scores["seconds"] < 1.0
+
+
+def test_piqe_matches_pyiqa(protocol):
+    """flywheel.filters.piqe is pyiqa's PIQE without torch, in double precision: within 0.1 of pyiqa run in double
+    (the gap: pyiqa's Gaussian taps are float32) and within 1 of pyiqa's float32 scores (their rounding noise in flat
+    regions), on clean, blurred, noisy, JPEG-compressed and cropped renders."""
+    import cv2
+    import torch
+    from pyiqa.archs.piqe_arch import piqe as pyiqa_piqe
+
+    from flywheel.filters.piqe import piqe
+
+    rng = np.random.default_rng(7)
+    images = []
+    for seed in range(3):
+        clean = np.asarray(person(protocol, seed))
+        jpeg = np.asarray(Image.open(io.BytesIO(encode(Image.fromarray(clean), "JPEG", quality=8))).convert("RGB"))
+        noisy = np.clip(clean + rng.normal(0, 25, clean.shape), 0, 255).astype(np.uint8)
+        images += [clean, cv2.GaussianBlur(clean, (0, 0), 3), noisy, jpeg, clean[37:150, 11:90]]
+    for image in images:
+        x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255.0
+        ours = piqe(image)
+        assert abs(ours - float(pyiqa_piqe(x.double())[0])) < 0.1
+        assert abs(ours - float(pyiqa_piqe(x)[0])) < 1.0
+    scores = [piqe(i) for i in images[:4]]
+    assert scores[0] < min(scores[1:])  # the clean render scores best
