@@ -146,8 +146,10 @@ def main() -> int:
         total = sum(a["seconds"] for a in analyses)
         print("  ms per image by step: " + ", ".join(f"{k} {v:.1f}" for k, v in step_profile(analyses).items())
               + f"; all {1000 * total / len(analyses):.1f}")
-        print(f"  pyramids: bodies (HOG) step {fs.body_scale}, hit threshold {fs.body_hit_threshold}; faces (Haar) step "
-              f"{fs.face_scale_factor}, min neighbours {fs.face_min_neighbors}")
+        print(f"  pyramids: bodies (HOG) at {fs.body_working_height} high, step {fs.body_scale}, hit threshold "
+              f"{fs.body_hit_threshold}; faces (Haar) step {fs.face_scale_factor}, min neighbours {fs.face_min_neighbors}, "
+              f"whole image at {fs.face_working_height} high, head regions at {fs.face_head_height:g}, second look at "
+              f"{fs.face_fallback_height} when no body and no face")
 
         # -- engines: local processes with 1 and 2 workers, Ray Data with 2 actors, same images ----
         runs, overheads = {}, {}

@@ -57,6 +57,9 @@ class FilterSettings(BaseModel):
     body_scale: float = Field(1.2, gt=1, description="HOG people detector's pyramid step")
     body_hit_threshold: float = Field(-1.5, description="HOG SVM margin a window needs (lower: more hits; a coarser "
                                       "pyramid sees each person at fewer scales)")
+    body_working_height: int = Field(256, ge=128, description="height the HOG people detector scales the image "
+                                     "(padded by a quarter on each side) to; its window is 128 high (224: 0.6 ms less per "
+                                     "image, recall 0.007 lower on 2000 synthetic images)")
     face_scale_factor: float = Field(1.1, gt=1, description="the face cascade's pyramid step")
     face_min_neighbors: int = Field(1, ge=0, description="overlapping cascade hits a face needs (fewer pyramid levels, "
                                     "fewer hits per face); false hits are removed by the skin and placement rules")
@@ -80,7 +83,7 @@ class FilterSettings(BaseModel):
     def analysis_key(self) -> str:
         """Identifies the settings that change an analysis; a cached analysis is reused only under the same key."""
         relevant = self.model_dump(mode="json", include={"max_pixels", "max_decode_mb", "working_side", "max_aspect", "min_analysed_side", "person_detector", "yolo_weights",
-                                                          "body_scale", "body_hit_threshold", "face_scale_factor", "face_min_neighbors",
+                                                          "body_scale", "body_hit_threshold", "body_working_height", "face_scale_factor", "face_min_neighbors",
                                                           "face_working_height", "face_head_height", "face_fallback_height",
                                                           "quality_metric", "quality_weights", "fake_classifier_dir"})
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
@@ -105,7 +108,8 @@ class Analyser:
                                      face_min_neighbors=settings.face_min_neighbors,
                                      face_working_height=settings.face_working_height,
                                      face_head_height=settings.face_head_height,
-                                     face_fallback_height=settings.face_fallback_height)
+                                     face_fallback_height=settings.face_fallback_height,
+                                     body_working_height=settings.body_working_height)
         try:
             self.quality = QualityScorer(settings.quality_metric, settings.quality_weights)
         except BackendUnavailable:

@@ -43,7 +43,8 @@ class PeopleResult:
 class PeopleDetector:
     def __init__(self, body_backend: str = "hog", yolo_weights: str | None = None, *, body_scale: float = 1.2,
                  body_hit_threshold: float = -1.5, face_scale_factor: float = 1.1, face_min_neighbors: int = 1,
-                 face_working_height: int = 128, face_head_height: float = 72, face_fallback_height: int = 256):
+                 face_working_height: int = 128, face_head_height: float = 72, face_fallback_height: int = 256,
+                 body_working_height: int = 256):
         """The pyramid steps and thresholds are the filter chain's (:class:`FilterSettings`), chosen in
         ``benchmarks/filter_chain.py``: coarser pyramids with looser thresholds keep what the finer,
         stricter ones found at about half the cost."""
@@ -58,7 +59,8 @@ class PeopleDetector:
         elif body_backend != "hog":
             raise ValueError(f"unknown person detector {body_backend!r} (hog or yolo)")
         if self._body is None:
-            self._hog = HogPersonDetector(hit_threshold=body_hit_threshold, scale=body_scale)
+            self._hog = HogPersonDetector(hit_threshold=body_hit_threshold, scale=body_scale,
+                                          working_height=body_working_height)
         self._faces = HaarDetector(scale_factor=face_scale_factor, min_neighbors=face_min_neighbors,
                                    working_height=face_working_height)
         self.face_head_height = face_head_height

@@ -52,7 +52,8 @@ def piqe(image: np.ndarray) -> float:
         y = image.astype(np.float32) @ (_LUMA / np.float32(255))
         y = np.round(255 * (y / y.max())).astype(np.float64)  # 0..255, the brightest pixel at 255
         h, w = y.shape
-        y = np.pad(y, ((0, h % BLOCK), (0, w % BLOCK)), mode="symmetric")
+        if h % BLOCK or w % BLOCK:  # symmetric padding (the edge pixel repeated), as pyiqa's symm_pad
+            y = cv2.copyMakeBorder(y, 0, h % BLOCK, 0, w % BLOCK, cv2.BORDER_REFLECT)
         mu = cv2.sepFilter2D(y, cv2.CV_64F, _KERNEL, _KERNEL, borderType=cv2.BORDER_REPLICATE)
         m2 = cv2.sepFilter2D(y * y, cv2.CV_64F, _KERNEL, _KERNEL, borderType=cv2.BORDER_REPLICATE)
         sigma = m2 - mu * mu  # (in place: these full-size passes are most of the time)
