@@ -29,9 +29,16 @@ class HaarDetector:
                                                minSize=(self.min_size, self.min_size))
         return [(ox + x / f, oy + y / f, ox + (x + w) / f, oy + (y + h) / f) for (x, y, w, h) in np.asarray(found).reshape(-1, 4)]
 
-    def detect(self, image: np.ndarray, heads: list[Box] = ()) -> list[Box]:
+    def detect(self, image: np.ndarray, heads: list[Box] = (), head_height: int = 96, enlarge_only: bool = True
+               ) -> list[Box]:
         """Faces in the whole image, plus a closer look at ``heads`` (regions where a head is
-        expected, e.g. the top of each detected body), upscaled so a small face fills the window."""
+        expected, e.g. the top of each detected body), each scaled to ``head_height`` rows so a small
+        face fills the window (``enlarge_only``: never shrunk)."""
+        return suppress(self.raw_boxes(image, heads, head_height, enlarge_only))
+
+    def raw_boxes(self, image: np.ndarray, heads: list[Box] = (), head_height: int = 96, enlarge_only: bool = True
+                  ) -> list[Box]:
+        """:meth:`detect`'s boxes before overlapping ones are merged."""
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
         boxes = self._run(gray, self.working_height / gray.shape[0])
         for x0, y0, x1, y1 in heads:
@@ -39,5 +46,11 @@ class HaarDetector:
             x1, y1 = min(gray.shape[1], int(np.ceil(x1))), min(gray.shape[0], int(np.ceil(y1)))
             if x1 - x0 < 4 or y1 - y0 < 4:
                 continue
-            boxes += self._run(gray[y0:y1, x0:x1], max(1.0, 96 / (y1 - y0)), x0, y0)
-        return suppress(boxes)
+            scale = head_height / (y1 - y0)
+            boxes += self._run(gray[y0:y1, x0:x1], max(1.0, scale) if enlarge_only else scale, x0, y0)
+        return boxes
+
+    def scan(self, image: np.ndarray, height: int) -> list[Box]:
+        """Unmerged boxes of the whole image searched at ``height`` rows."""
+        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+        return self._run(gray, height / gray.shape[0])

@@ -112,16 +112,10 @@ class PeopleDetector:
         a person whose body the detector missed)."""
         cascade = self._faces
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-        boxes = cascade._run(gray, cascade.working_height / gray.shape[0])
-        for x0, y0, x1, y1 in heads:
-            x0, y0 = max(0, int(x0)), max(0, int(y0))
-            x1, y1 = min(gray.shape[1], int(np.ceil(x1))), min(gray.shape[0], int(np.ceil(y1)))
-            if x1 - x0 < 4 or y1 - y0 < 4:
-                continue
-            boxes += cascade._run(gray[y0:y1, x0:x1], self.face_head_height / (y1 - y0), x0, y0)
+        boxes = cascade.raw_boxes(gray, heads, self.face_head_height, enlarge_only=False)
         faces = [f for f in suppress(boxes) if skin_share(skin, f) >= MIN_SKIN_SHARE]
         if not faces and not heads and self.face_fallback_height > cascade.working_height:
-            boxes += cascade._run(gray, self.face_fallback_height / gray.shape[0])
+            boxes += cascade.scan(gray, self.face_fallback_height)
             faces = [f for f in suppress(boxes) if skin_share(skin, f) >= MIN_SKIN_SHARE]
         return faces
 
