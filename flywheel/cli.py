@@ -183,6 +183,8 @@ def pretrain_base_cmd(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (at most the free cores)"),
     contrastive_weight: Optional[float] = typer.Option(None, help="CLIP's loss beside the diffusion loss while the text "
                                                        "encoder trains, at this weight (0: off)"),
+    lr_schedule: Optional[str] = typer.Option(None, help="UNet learning rate after the warm-up: constant or cosine "
+                                              "(decays to unet.min_lr_ratio over this run's steps)"),
     from_pipeline: Optional[Path] = typer.Option(None, help="continue from this pretrain-base pipeline's weights where "
                                                  "the work folder has no checkpoint (e.g. models/embedded-base)"),
     profile: Optional[str] = ProfileOpt,
@@ -198,6 +200,8 @@ def pretrain_base_cmd(
         s.threads = threads
     if contrastive_weight is not None:
         s.unet.contrastive_weight = contrastive_weight
+    if lr_schedule is not None:
+        s.unet = type(s.unet).model_validate({**s.unet.model_dump(), "lr_schedule": lr_schedule})  # validated
     result = pretrain_embedded_base(settings, out or EMBEDDED_BASE_DIR, work_dir, from_pipeline=from_pipeline)
     console.print(f"{result.output_dir}: MLflow run {result.run_id}; "
                   + ", ".join(f"{k} {v / 60:.1f} min" for k, v in result.total_seconds.items()))

@@ -346,3 +346,22 @@ def test_the_shot_probe_measures_how_far_apart_two_prompts_are(pretrained):
     same = hidden_state_distance(base.text_encoder, base.tokenizer, ["headshot of a man"], ["headshot of a man"])
     apart = hidden_state_distance(base.text_encoder, base.tokenizer, ["headshot of a man"], ["full-body shot of a man"])
     assert same == 0.0 and apart > 0.01
+
+
+def test_the_cosine_schedule_warms_up_then_decays_to_its_floor_over_the_runs_own_steps():
+    from training.pretrain.settings import UnetSettings
+    from training.pretrain.unet import lr_factor
+
+    constant = UnetSettings(steps=1000, warmup_steps=100)
+    assert lr_factor(constant, 0, 0) == pytest.approx(0.01)
+    assert lr_factor(constant, 999, 0) == 1.0
+    # a continuation that started its optimizer at step 600: warm-up 600-699, then down to the floor at 999
+    s = UnetSettings(steps=1000, warmup_steps=100, lr_schedule="cosine", min_lr_ratio=0.05)
+    assert lr_factor(s, 600, 600) == pytest.approx(0.01)
+    assert lr_factor(s, 700, 600) == pytest.approx(1.0)
+    assert lr_factor(s, 849, 600) == pytest.approx(0.525, abs=0.01)  # half-way down
+    assert lr_factor(s, 999, 600) == pytest.approx(0.05)
+    factors = [lr_factor(s, k, 600) for k in range(700, 1000)]
+    assert all(a >= b for a, b in zip(factors, factors[1:]))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        UnetSettings(lr_schedule="linear")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -89,6 +90,10 @@ class UnetSettings(BaseModel):
     batch_size: int = Field(64, ge=1)
     lr: float = 1e-3
     warmup_steps: int = 100
+    lr_schedule: Literal["constant", "cosine"] = Field("constant", description="after the warm-up: constant, or a "
+                                                      "cosine decay to min_lr_ratio x lr at the last step, over the "
+                                                      "steps since the optimizer started (a continuation decays over its own steps)")
+    min_lr_ratio: float = Field(0.05, ge=0, le=1, description="cosine: the learning rate at the last step, as a share of lr")
     caption_dropout: float = 0.1
     snr_gamma: float | None = 5.0
     ema_decay: float = Field(0.995, description="a window of about 200 steps: runs here are a few thousand steps long")

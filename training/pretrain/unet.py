@@ -102,6 +102,18 @@ SHOT_PROBE = (["headshot of a man wearing a red t-shirt", "headshot of a woman w
               ["upper-body shot of a man wearing a red t-shirt", "upper-body shot of a woman wearing a blue t-shirt"])
 
 
+def lr_factor(s: UnetSettings, step: int, started: int) -> float:
+    """The learning rate of ``step`` as a share of the configured one: a linear warm-up over ``s.warmup_steps``
+    from ``started`` (the step the optimizer's moments started at), then constant or a cosine decay to
+    ``s.min_lr_ratio`` at step ``s.steps - 1``."""
+    warm = min(1.0, (step - started + 1) / max(1, s.warmup_steps))
+    if s.lr_schedule == "constant":
+        return warm
+    span = max(1, s.steps - 1 - started - s.warmup_steps)
+    done = min(1.0, max(0.0, (step - started - s.warmup_steps) / span))
+    return warm * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * done)))
+
+
 def train_unet_steps(unet, ema: Ema, optimizer, text_encoder, tokenizer, scheduler: DDPMScheduler,
                      means: np.ndarray, stds: np.ndarray, captions: list[str], scaling_factor: float, s: UnetSettings,
                      start: int, stop: int, generator: torch.Generator, on_log=None, text_ema: Ema | None = None,
@@ -120,7 +132,7 @@ def train_unet_steps(unet, ema: Ema, optimizer, text_encoder, tokenizer, schedul
     if contrast is not None:
         contrast.train(True)
     base_lrs = [s.lr, s.text_encoder_lr, s.text_encoder_lr][:len(optimizer.param_groups)]
-    warm = lambda step: min(1.0, (step - warmup_from + 1) / max(1, s.warmup_steps))
+    warm = lambda step: lr_factor(s, step, warmup_from)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for step in tqdm(range(start, stop), desc="unet", initial=start, total=s.steps):
         for group, lr in zip(optimizer.param_groups, base_lrs):
