@@ -8,6 +8,7 @@ whose answer is not voiced (an unvoiced "no") or whose part has no group in the 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -19,6 +20,14 @@ class EvalPrompt:
     key: str
     caption: str
     questions: dict[str, str]  # category -> expected answer
+
+
+def noise_seed(prompt_key: str, seed: int) -> int:
+    """The initial-noise seed of one (prompt, seed) sample: its own per prompt, the same for every model.
+    One noise shared by all prompts would make every prompt's image the same layout (a small base's
+    framing follows its noise as much as its prompt), so the figures would measure two noise draws and
+    the intervals, which resample prompts, would treat correlated samples as independent."""
+    return int.from_bytes(hashlib.sha256(f"{prompt_key}:{seed}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
 def caption_questions(protocol: Protocol, answers: Mapping[str, str | None], parts: Iterable[str]) -> dict[str, str]:

@@ -21,7 +21,7 @@ from evaluation.image_metrics import (
 )
 from evaluation.judge import Judge, semantic_accuracy
 from evaluation.models import ModelUnderTest
-from evaluation.prompts import EvalPrompt
+from evaluation.prompts import EvalPrompt, noise_seed
 from evaluation.sampling_engine import sample_and_judge
 from evaluation.settings import EvaluationSettings
 from evaluation.text_alignment import alignment_scores
@@ -31,7 +31,7 @@ from flywheel.preview import png_bytes
 from flywheel.ray_data import EngineSettings
 
 # part of every cached result's key: bump when a metric's definition changes
-METRICS_VERSION = 4
+METRICS_VERSION = 5
 
 
 @dataclass
@@ -154,7 +154,7 @@ def evaluate_model(model: ModelUnderTest, ctx: EvalContext) -> ModelEvaluation:
     # every model generates at the held-out images' aspect (a square SD base included), never squashed
     h, w = bucket_size(base, median_aspect(ctx.held_out)) if ctx.held_out else base.image_size
     prompts = [p for p in ctx.prompts for _ in s.seeds]
-    seeds = [sd for _ in ctx.prompts for sd in s.seeds]
+    seeds = [noise_seed(p.key, sd) for p in ctx.prompts for sd in s.seeds]
     truth_answers = None
     if prompts:  # here, or on Ray actors (engine ray) with the truth judge answering there too
         out.images, truth_answers = sample_and_judge(base, ctx.truth_judge, [p.caption for p in prompts], seeds, h, w,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 class EvaluationSettings(BaseModel):
     prompts: int = Field(48, ge=0, description="held-out prompts: captions of the snapshot's test split, in manifest order")
-    seeds: list[int] = Field(default_factory=lambda: [0], description="one generated image per prompt and seed")
+    seeds: list[int] = Field(default_factory=lambda: [0], description="one generated image per prompt and seed; the noise is seeded from both (evaluation.prompts.noise_seed), so each prompt has its own, the same for every model")
     steps: int = Field(25, ge=1, description="DDIM steps")
     guidance_scale: float = Field(4.0, ge=0)
     grid_prompts: int = Field(8, ge=0, description="prompts shown side by side in the report's image grid")
