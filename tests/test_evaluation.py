@@ -172,3 +172,17 @@ def test_each_prompt_draws_its_own_noise_the_same_for_every_model():
     assert all(0 <= s < 2**31 for s in seeds)
     assert seeds == [noise_seed(k, s) for k in keys for s in (0, 1)]  # every model, every run
     assert noise_seed("prompt-0", 0) != noise_seed("prompt-0", 1)
+
+
+def test_the_attention_iou_interval_resamples_samples_with_all_their_groups():
+    from training.alignment import sample_bootstrap_interval
+
+    # sample 0 has ten groups at 1.0, samples 1-9 one group at 0.0: the groups' mean is 10/19,
+    # but a resample without sample 0 (p about 0.35) has mean 0
+    values = [(0, 1.0)] * 10 + [(k, 0.0) for k in range(1, 10)]
+    lo, hi = sample_bootstrap_interval(values)
+    assert lo == 0.0 and 0.6 < hi <= 1.0
+    same = [(k, 0.5) for k in range(20)]
+    assert sample_bootstrap_interval(same) == (0.5, 0.5)
+    narrow = sample_bootstrap_interval([(k, float(k % 2)) for k in range(400)])
+    assert 0.44 < narrow[0] < 0.5 < narrow[1] < 0.56

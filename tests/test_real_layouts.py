@@ -106,6 +106,7 @@ def test_captured_grids_are_the_latent_grid_halved_per_level(layouts, layout, po
     assert all(m.shape[:2] == (2, 77) for m in maps.values())
     iou = attention_iou(base, base.unet, ds, levels)
     assert iou["groups"] > 0 and 0 <= iou["iou"] <= 1
+    assert iou["iou_ci_low"] <= iou["iou"] <= iou["iou_ci_high"]
 
 
 def test_portraits_train_at_a_portrait_bucket_of_a_square_base_and_are_cropped_not_squashed(layouts, portraits, protocol):

@@ -73,10 +73,12 @@ def group_maps(base: BaseModel, unet, batch: dict, store: AttentionStore, timest
 
 def attention_iou(base: BaseModel, unet, dataset, levels=None, patterns=None, batch_size: int = 16,
                   limit: int | None = None) -> dict:
-    """Mean IoU over every valid (sample, group); also split into the body group and the outfit groups."""
+    """Mean IoU over every valid (sample, group), with a bootstrap 95% interval over samples (a sample's
+    groups share its maps, so samples are resampled, not groups); also split into the body group and
+    the outfit groups."""
     store = AttentionStore()
     install_capture(unet, store, levels, patterns)
-    body, outfit = [], []
+    body, outfit, sample_of = [], [], []
     try:
         n = len(dataset) if limit is None else min(limit, len(dataset))
         for i in range(0, n, batch_size):
@@ -86,9 +88,27 @@ def attention_iou(base: BaseModel, unet, dataset, levels=None, patterns=None, ba
             masks = batch["masks"].numpy() > 0.5
             valid = batch["group_valid"].numpy() & (batch["token_group"].numpy()[:, :, None] == np.arange(masks.shape[1])).any(1)
             for b, g in zip(*np.nonzero(valid)):
-                (body if g == 0 else outfit).append(topk_iou(pred[b, g], masks[b, g]))
+                v = topk_iou(pred[b, g], masks[b, g])
+                (body if g == 0 else outfit).append(v)
+                sample_of.append((i + int(b), v))
     finally:
         remove_capture(unet)
     every = body + outfit
-    return {"iou": float(np.mean(every)) if every else float("nan"), "iou_body": float(np.mean(body)) if body else float("nan"),
-            "iou_outfit": float(np.mean(outfit)) if outfit else float("nan"), "groups": len(every)}
+    out = {"iou": float(np.mean(every)) if every else float("nan"), "iou_body": float(np.mean(body)) if body else float("nan"),
+           "iou_outfit": float(np.mean(outfit)) if outfit else float("nan"), "groups": len(every)}
+    if sample_of:
+        out["iou_ci_low"], out["iou_ci_high"] = sample_bootstrap_interval(sample_of)
+    return out
+
+
+def sample_bootstrap_interval(values: list[tuple[int, float]], resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of the mean of (sample, value) pairs, resampling samples with all their values."""
+    ids = sorted({s for s, _ in values})
+    index = {s: k for k, s in enumerate(ids)}
+    sums, counts = np.zeros(len(ids)), np.zeros(len(ids))
+    for s, v in values:
+        sums[index[s]] += v
+        counts[index[s]] += 1
+    draw = np.random.default_rng(seed).integers(0, len(ids), (resamples, len(ids)))
+    means = sums[draw].sum(1) / counts[draw].sum(1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
