@@ -44,6 +44,8 @@ def write_card(folder: Path, settings: dict, seconds: dict[str, float], scaling_
     joint_lr = u.get("text_encoder_lr")
     then_joint = ", then trained with the UNet" if joint_lr else ""
     contrastive = u.get("contrastive_weight") if joint_lr else 0
+    schedule = (f", then a cosine decay to {u.get('min_lr_ratio')} x lr over the last run's steps"
+                if u.get("lr_schedule") == "cosine" else "")
     clip_saved = (f"with {contrastive} x CLIP's loss against the vision tower beside the diffusion loss; "
                   "`../embedded-base-clip/` is that pair") if contrastive else "`../embedded-base-clip/` keeps the contrastive one"
     text_encoder_recipe = f"the text encoder trained with it at lr {joint_lr} (its EMA saved; {clip_saved})" \
@@ -73,7 +75,7 @@ Images: {c["height"]}x{c["width"]} (height x width). Files: {mb:.1f} MB.
   fine-tune's dense, exact captions have the rest to add.
 - **VAE:** {v["steps"]} steps x batch {v["batch_size"]} on {v["crop"][0]}x{v["crop"][1]} crops, AdamW lr {v["lr"]}, L1 + MSE + {v["kl_weight"]} KL.
 - **CLIP:** {k["steps"]} steps x batch {k["batch_size"]}, AdamW lr {k["lr"]}, captions cut to {k["max_tokens"]} tokens.
-- **UNet:** {u["steps"]} steps x batch {u["batch_size"]} on cached latents, AdamW lr {u["lr"]} ({u["warmup_steps"]} warm-up steps),
+- **UNet:** {u["steps"]} steps x batch {u["batch_size"]} on cached latents, AdamW lr {u["lr"]} ({u["warmup_steps"]} warm-up steps{schedule}),
   {text_encoder_recipe}, {u["caption_dropout"]:.0%} captions dropped, Min-SNR-{u["snr_gamma"]}, EMA {u["ema_decay"]} (the saved weights).
 - Seed {s["seed"]}. The full settings are in `pretrain_settings.json`.
 
