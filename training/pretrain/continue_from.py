@@ -25,8 +25,8 @@ from training.pretrain.settings import PretrainSettings
 
 _STAGES = ("vae", "clip", "unet")
 # may differ from the pipeline's: added to trained weights (the pooled-prompt path), or how training goes on
-_MAY_CHANGE = {"unet": {"text_time_embedding", "text_time_embedding_heads", "lr", "warmup_steps", "lr_schedule", "min_lr_ratio", "batch_size",
-                        "caption_dropout", "snr_gamma", "ema_decay", "text_encoder_lr",
+_MAY_CHANGE = {"unet": {"text_time_embedding", "text_time_embedding_heads", "lr", "warmup_steps", "lr_schedule",
+                        "min_lr_ratio", "batch_size", "caption_dropout", "snr_gamma", "ema_decay", "text_encoder_lr",
                         "contrastive_weight"}}
 
 

@@ -132,11 +132,11 @@ def train_unet_steps(unet, ema: Ema, optimizer, text_encoder, tokenizer, schedul
     if contrast is not None:
         contrast.train(True)
     base_lrs = [s.lr, s.text_encoder_lr, s.text_encoder_lr][:len(optimizer.param_groups)]
-    warm = lambda step: lr_factor(s, step, warmup_from)
+    lr_share = lambda step: lr_factor(s, step, warmup_from)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for step in tqdm(range(start, stop), desc="unet", initial=start, total=s.steps):
         for group, lr in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = lr * warm(step)
+            group["lr"] = lr * lr_share(step)
         idx = torch.randint(0, len(means), (s.batch_size,), generator=generator).numpy()
         view = torch.randint(0, 2, (s.batch_size,), generator=generator).numpy()
         mean = torch.from_numpy(means[idx, view].astype(np.float32))
@@ -158,7 +158,7 @@ def train_unet_steps(unet, ema: Ema, optimizer, text_encoder, tokenizer, schedul
         if s.snr_gamma:
             per_sample = per_sample * min_snr_weights(scheduler, t, s.snr_gamma)
         loss = per_sample.mean()
-        metrics = {"loss": loss.item(), "lr": s.lr * warm(step)}
+        metrics = {"loss": loss.item(), "lr": s.lr * lr_share(step)}
         if contrast is not None:
             clip_loss = contrast.loss(encoded.pooler_output, idx, ~dropped)
             metrics["clip_loss"] = clip_loss.item()
