@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 _PR_SET_PDEATHSIG = 1
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
 def worker_context():
@@ -37,6 +38,24 @@ def die_with_parent(parent_pid: int | None = None) -> None:
         return
     if parent_pid is not None and os.getppid() != parent_pid:  # the parent died before prctl took effect
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def reuse_freed_memory(mmap_threshold_mb: int = 32, trim_threshold_mb: int = 256) -> bool:
+    """Serve image-sized temporaries from the heap rather than fresh memory maps (glibc; False elsewhere).
+
+    A per-image step allocates many arrays of about a megabyte (a 384x256 float64 plane is 0.8 MB). Above glibc's
+    mmap threshold each is mapped, faulted in page by page and unmapped again; its dynamic threshold does not
+    always rise in a long-lived process. In the filter chain that was 2 ms of 13 per image (the quality step took
+    4.4 ms instead of 2.3). Fixed thresholds keep freed blocks for reuse; larger allocations (a decoded
+    photo) are still mapped and returned."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold_mb << 20)) and \
+            bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold_mb << 20))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
 
 
 def _start_worker(parent_pid: int, initializer: Callable | None, initargs: tuple) -> None:

@@ -40,7 +40,13 @@ class HaarDetector:
                   ) -> list[Box]:
         """:meth:`detect`'s boxes before overlapping ones are merged."""
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-        boxes = self._run(gray, self.working_height / gray.shape[0])
+        return self.scan(gray, self.working_height) + self.head_boxes(gray, heads, head_height, enlarge_only)
+
+    def head_boxes(self, image: np.ndarray, heads: list[Box], head_height: float, enlarge_only: bool = True
+                   ) -> list[Box]:
+        """Unmerged boxes of each head region, scaled to ``head_height`` rows (``enlarge_only``: never shrunk)."""
+        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+        boxes: list[Box] = []
         for x0, y0, x1, y1 in heads:
             x0, y0 = max(0, int(x0)), max(0, int(y0))
             x1, y1 = min(gray.shape[1], int(np.ceil(x1))), min(gray.shape[0], int(np.ceil(y1)))

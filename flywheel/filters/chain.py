@@ -28,7 +28,7 @@ from flywheel.faults import kill_point
 from flywheel.filters.decode import decode_image
 from flywheel.filters.duplicates import NearDuplicateIndex, phash
 from flywheel.manifests import FILTERED_POOL, to_json
-from flywheel.parallel import process_pool
+from flywheel.parallel import process_pool, reuse_freed_memory
 from flywheel.ray_data import EngineSettings, json_batch, map_keys
 from flywheel.store import ContentStore
 
@@ -57,19 +57,22 @@ class FilterSettings(BaseModel):
     body_scale: float = Field(1.2, gt=1, description="HOG people detector's pyramid step")
     body_hit_threshold: float = Field(-1.5, description="HOG SVM margin a window needs (lower: more hits; a coarser "
                                       "pyramid sees each person at fewer scales)")
-    body_working_height: int = Field(256, ge=128, description="height the HOG people detector scales the image "
-                                     "(padded by a quarter on each side) to; its window is 128 high (224: 0.6 ms less per "
-                                     "image, recall 0.007 lower on 2000 synthetic images)")
+    body_working_height: int = Field(240, ge=128, description="height the HOG people detector scales the image "
+                                     "(padded by a quarter on each side) to; its window is 128 high (256: 0.25 ms more "
+                                     "per image for the same recall; 224: 0.6 ms less, recall 0.007 lower on 2000 "
+                                     "synthetic images)")
     face_scale_factor: float = Field(1.1, gt=1, description="the face cascade's pyramid step")
     face_min_neighbors: int = Field(1, ge=0, description="overlapping cascade hits a face needs (fewer pyramid levels, "
                                     "fewer hits per face); false hits are removed by the skin and placement rules")
     # the face search runs at the scale each look needs (was: the whole image at 256, head regions only enlarged to
     # 96): 2.5x less face time within 0.01 of precision and recall (benchmarks/filter_chain.py)
-    face_working_height: int = Field(128, ge=24, description="height the whole image is scaled to for the face "
-                                     "cascade: its 20 px window finds faces from 20/128 of the image height up (the "
-                                     "close-ups'); smaller faces are looked for in the head regions of detected bodies")
-    face_head_height: float = Field(72, ge=24, description="height each detected body's head region (its top 40%) is "
-                                    "scaled to for the face cascade (enlarged or reduced)")
+    face_working_height: int = Field(112, ge=24, description="height the whole image is scaled to for the face "
+                                     "cascade, when the head regions of detected bodies had no face: its 20 px window "
+                                     "finds faces from 20/112 of the image height up (the close-ups'); smaller faces "
+                                     "are looked for in the head regions (128: recall 0.003 higher, 0.6 ms more per image)")
+    face_head_height: float = Field(56, ge=24, description="height each detected body's head region (its top 40%) is "
+                                    "scaled to for the face cascade (enlarged or reduced; 72 found no more on 2000 "
+                                    "synthetic images, at 0.3 ms more per image)")
     face_fallback_height: int = Field(256, ge=0, description="when neither a body nor a face was found, the whole image "
                                       "again at this height, for a person whose body the detector missed (0: never)")
     quality_metric: str = "piqe"
@@ -191,6 +194,7 @@ def _box(b) -> list[float] | None:
 
 
 def _init_worker(settings: FilterSettings, store: ContentStore, single_thread: bool = True) -> None:
+    reuse_freed_memory()
     if single_thread:  # a pool worker: one core each
         import cv2
         import torch

@@ -104,19 +104,28 @@ class PeopleDetector:
         return PeopleResult(n, person, face, face_size, estimated, bodies, faces, seconds)
 
     def _find_faces(self, image: np.ndarray, heads: list[Box], skin: np.ndarray) -> list[Box]:
-        """Skin-coloured faces, each cascade run at the scale its faces need: the whole image at
-        ``face_working_height`` (coarse: the large faces of close-ups), each detected body's head region scaled
-        to ``face_head_height`` (a standing person's face is about a third of it: small faces reach the
-        cascade's window, large regions are not scanned at more pixels than their face needs), and, only when
-        neither a body nor a face was found, the whole image again at ``face_fallback_height`` (a finer look for
-        a person whose body the detector missed)."""
+        """Skin-coloured faces, each cascade run at the scale its faces need, looking no further than needed:
+        each detected body's head region scaled to ``face_head_height`` (a standing person's face is about a third
+        of it: small faces reach the cascade's window, large regions are not scanned at more pixels than their face
+        needs); when that finds no face, the whole image at ``face_working_height`` (coarse: the large faces of
+        close-ups, whose bodies the pedestrian detector misses or mistakes); and, only when neither a body nor a
+        face was found, the whole image again at ``face_fallback_height`` (a finer look for a person whose body the
+        detector missed). Skipping the whole-image look once the bodies' heads have faces cut the face time from
+        5.9 to 5.0 ms per image with the same precision and recall (benchmarks/filter_chain.py)."""
         cascade = self._faces
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-        boxes = cascade.raw_boxes(gray, heads, self.face_head_height, enlarge_only=False)
-        faces = [f for f in suppress(boxes) if skin_share(skin, f) >= MIN_SKIN_SHARE]
+
+        def skin_faces(boxes: list[Box]) -> list[Box]:
+            return [f for f in suppress(boxes) if skin_share(skin, f) >= MIN_SKIN_SHARE]
+
+        boxes = cascade.head_boxes(gray, heads, self.face_head_height, enlarge_only=False)
+        faces = skin_faces(boxes)
+        if not faces:
+            boxes += cascade.scan(gray, cascade.working_height)
+            faces = skin_faces(boxes)
         if not faces and not heads and self.face_fallback_height > cascade.working_height:
             boxes += cascade.scan(gray, self.face_fallback_height)
-            faces = [f for f in suppress(boxes) if skin_share(skin, f) >= MIN_SKIN_SHARE]
+            faces = skin_faces(boxes)
         return faces
 
 
