@@ -175,6 +175,34 @@ def test_weak_captions_are_short_partial_and_sometimes_wrong(protocol):
     assert named == sum("person" not in c for c in clean)  # with no wrong words, the gender named is the true one
 
 
+def test_filler_moves_the_content_later_without_changing_it_or_naming_any_attribute(protocol):
+    """p_filler wraps a share of captions in alt-text boilerplate (so the content sits deep in the 77 tokens); the
+    content is the caption the recipe without filler writes, and no boilerplate word is a word of the protocol."""
+    from flywheel.synthetic.attributes import sample_answers
+    from training.pretrain.settings import WeakCaptionRecipe
+    from training.pretrain.weak_captions import (
+        FILLER,
+        FILLER_NAMES,
+        SHOT_PHRASES,
+        weak_caption,
+    )
+
+    rng = np.random.default_rng(2)
+    people = [sample_answers(rng, protocol) for _ in range(300)]
+    plain = [weak_caption(a, np.random.default_rng(i), WeakCaptionRecipe()) for i, a in enumerate(people)]
+    padded = [weak_caption(a, np.random.default_rng(i), WeakCaptionRecipe(p_filler=0.5)) for i, a in enumerate(people)]
+    assert all(p in f for p, f in zip(plain, padded))
+    changed = [f != p for p, f in zip(plain, padded)]
+    assert 0.4 < np.mean(changed) < 0.6
+    later = [f.index(p) for p, f, c in zip(plain, padded, changed) if c]
+    assert np.mean([i > 0 for i in later]) > 0.6 and max(later) > 60  # content after boilerplate, often deep in
+    protocol_words = {w for c in protocol.categories.values() for answer in c.answers for w in answer.split()}
+    protocol_words |= {w for options in SHOT_PHRASES.values() for p in options for w in p.split()}
+    protocol_words -= {"photo", "on", "of", "a"}  # the templates' own words ("photo of ...", "stock photo - ...")
+    boiler = {w for text in FILLER + FILLER_NAMES for w in text.replace("{n}", "").replace("{name}", "").split()}
+    assert not boiler & protocol_words, boiler & protocol_words
+
+
 def test_a_drawn_shot_is_written_at_the_recipes_rate(protocol):
     """p_shot is the share of captions that name the shot (rules 1 wrote it in only 3/7 of those)."""
     from flywheel.synthetic.attributes import sample_answers

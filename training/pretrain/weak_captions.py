@@ -49,6 +49,29 @@ def _garments(a: Mapping[str, str | None]) -> tuple[tuple[str, str, str] | None,
     return main, others
 
 
+# alt-text boilerplate: no word of the label protocol (no colour, garment, gender, age, shot or scene word)
+FILLER = ["stock photo", "royalty free", "free image", "high resolution", "hd", "download", "premium photo",
+          "photography", "lifestyle", "trendy", "casual style", "summer", "new collection", "best ideas", "shop now",
+          "buy online", "shutterstock", "getty images", "alamy", "pinterest", "instagram", "jpg", "img_{n}", "dsc{n}",
+          "page {n}", "{n}", "by {name}", "vector", "editorial", "on sale", "look", "inspiration"]
+FILLER_NAMES = ["jrpics", "studio45", "mkphoto", "lensworks", "pixelhaus", "anna_k"]
+SEPARATORS = [", ", " | ", " - ", " ", " · "]
+
+
+def filler_fragment(rng: np.random.Generator) -> str:
+    text = FILLER[int(rng.integers(len(FILLER)))]
+    return text.format(n=int(rng.integers(10, 99999)), name=FILLER_NAMES[int(rng.integers(len(FILLER_NAMES)))])
+
+
+def with_filler(caption: str, rng: np.random.Generator, fragments: tuple[int, int]) -> str:
+    """``caption`` inside web boilerplate: ``fragments`` (low, high) fragments, some before and the rest after."""
+    n = int(rng.integers(fragments[0], fragments[1] + 1))
+    before = int(rng.integers(0, n + 1))
+    parts = [filler_fragment(rng) for _ in range(n)]
+    sep = SEPARATORS[int(rng.integers(len(SEPARATORS)))]
+    return sep.join(parts[:before] + [caption] + parts[before:])
+
+
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
@@ -85,4 +108,8 @@ def weak_caption(answers: Mapping[str, str | None], rng: np.random.Generator, re
         template = pick([t for t in TEMPLATES if ("{shot}" in t) == bool(shot)])
     else:
         template = pick([t for t in TEMPLATES if shot or "{shot}" not in t])
-    return template.format(subject=subject, shot=shot, scene=SCENES.get(answers.get("background") or "", "")).strip()
+    caption = template.format(subject=subject, shot=shot, scene=SCENES.get(answers.get("background") or "", "")).strip()
+    # drawn last, so that a recipe without filler writes the captions it always wrote
+    if recipe.p_filler and rng.random() < recipe.p_filler:
+        caption = with_filler(caption, rng, recipe.filler_fragments)
+    return caption
