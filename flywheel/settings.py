@@ -19,10 +19,10 @@ from typing import Annotated, Union
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from flywheel.annotation.iterations import AnnotationSettings
+from flywheel.annotation.settings import AnnotationSettings
 from flywheel.filters.chain import FilterSettings
 from flywheel.ray_data import EngineSettings
-from flywheel.snapshot.publish import SnapshotSettings
+from flywheel.snapshot.settings import SnapshotSettings
 from flywheel.sources.folder import FolderSourceSettings
 from flywheel.sources.url_parquet import UrlParquetSourceSettings
 from flywheel.sources.web_api import WebApiSourceSettings

@@ -14,37 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
 from torch import nn
 
 from flywheel.annotation.crops import N_PART_FEATURES, Views
+from flywheel.annotation.settings import AnnotatorSettings
 from flywheel.protocol import Protocol
-
-
-class AnnotatorSettings(BaseModel):
-    backend: Literal["part_stats", "attribute_cnn", "vlm"] = Field(
-        "part_stats", description="part_stats: per-category linear models over part features (label-efficient); "
-        "attribute_cnn: a multi-head CNN over part crops (needs more labels); vlm: a local BLIP-2 / InstructBLIP "
-        "checkpoint fine-tuned with LoRA (vlm_dir)")
-    regularisation: float = Field(0.3, gt=0, description="part_stats: inverse L2 strength of each category's model")
-    crop_size: int = Field(48, ge=16)
-    width: int = Field(64, ge=8, description="channels of the encoder's last layer")
-    epochs: int = Field(12, ge=1)
-    min_steps: int = Field(400, ge=1, description="small label sets still get this many optimiser steps")
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    seed: int = 0
-    vlm_dir: str | None = Field(None, description="vlm: a local transformers BLIP-2 / InstructBLIP directory (never downloaded)")
-    vlm_device: str | None = Field(None, description="vlm: torch device (default: cuda when available)")
-    vlm_lora_rank: int = Field(8, ge=1)
-    vlm_lora_targets: tuple[str, ...] = Field(("q_proj", "v_proj"), description="vlm: module names LoRA adapts "
-                                              "(the language model's attention projections)")
-    vlm_lr: float = Field(1e-4, gt=0)
-    vlm_batch_size: int = Field(8, ge=1, description="vlm: images per forward pass")
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Module:

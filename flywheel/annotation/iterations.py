@@ -35,41 +35,20 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from flywheel.annotation.annotator import (
-    AnnotatorSettings,
     AttributeAnnotator,
     load_annotator,
     new_annotator,
 )
 from flywheel.annotation.crops import Views
 from flywheel.annotation.labelling import LabelLedger, Labeller, LabelRequest
+from flywheel.annotation.settings import AnnotationSettings, AnnotatorSettings  # noqa: F401 (re-exported)
 from flywheel.faults import kill_point
 from flywheel.protocol import Protocol
 from flywheel.ray_data import EngineSettings
-
-
-class AnnotationSettings(BaseModel):
-    target_accuracy: float = Field(0.85, gt=0, le=1, description="paper: categories above 85% are no longer labelled")
-    eval_size: int = Field(150, ge=2, description="images in the fixed evaluation set I_e")
-    eval_labels: Literal["labelling", "truth"] = Field("labelling", description="labelling: I_e is labelled through "
-                                                       "the labelling backend and counted in the cost; truth: read from "
-                                                       "ground truth for free (synthetic benchmarks only)")
-    seed_size: int = Field(10, ge=1, description="iteration 0: images labelled on every category")
-    batch_size: int = Field(60, ge=1, description="images sampled per later iteration (I_i)")
-    max_iterations: int = Field(8, ge=1)
-    label_budget: float = Field(0.05, gt=0, le=1, description="share of pool images x applicable categories")
-    sampling: Literal["uncertainty", "random"] = "uncertainty"
-    patience: int = Field(2, ge=1, description="iterations without gain before stopping")
-    min_gain: float = Field(0.005, ge=0)
-    min_eval_count: int = Field(5, ge=1, description="images of I_e a category must apply to for its accuracy to be "
-                                "measured; below, it is 'not measured' (and labelled for), never counted as met")
-    seed: int = 0
-    annotator: AnnotatorSettings = Field(default_factory=AnnotatorSettings)
 
 
 @dataclass

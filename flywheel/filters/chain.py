@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -197,12 +198,19 @@ def _init_worker(settings: FilterSettings, store: ContentStore, single_thread: b
     reuse_freed_memory()
     if single_thread:  # a pool worker: one core each
         import cv2
-        import torch
 
-        torch.set_num_threads(1)
         cv2.setNumThreads(1)
+        if uses_torch(settings) or "torch" in sys.modules:  # importing torch only to set its threads cost ~1 s a worker
+            import torch
+
+            torch.set_num_threads(1)
     _WORKER["analyser"] = Analyser(settings)
     _WORKER["store"] = store
+
+
+def uses_torch(settings: FilterSettings) -> bool:
+    """Whether the analysis runs a torch model (the default chain is OpenCV and NumPy only)."""
+    return settings.person_detector == "yolo" or settings.quality_metric != "piqe" or settings.fake_classifier_dir is not None
 
 
 def _analyse_key(key: str) -> tuple[str, dict]:

@@ -1,0 +1,49 @@
+"""Settings of the annotation flywheel and its annotator (pydantic only: cheap to import, as the profile loader
+and every spawned worker does)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class AnnotatorSettings(BaseModel):
+    backend: Literal["part_stats", "attribute_cnn", "vlm"] = Field(
+        "part_stats", description="part_stats: per-category linear models over part features (label-efficient); "
+        "attribute_cnn: a multi-head CNN over part crops (needs more labels); vlm: a local BLIP-2 / InstructBLIP "
+        "checkpoint fine-tuned with LoRA (vlm_dir)")
+    regularisation: float = Field(0.3, gt=0, description="part_stats: inverse L2 strength of each category's model")
+    crop_size: int = Field(48, ge=16)
+    width: int = Field(64, ge=8, description="channels of the encoder's last layer")
+    epochs: int = Field(12, ge=1)
+    min_steps: int = Field(400, ge=1, description="small label sets still get this many optimiser steps")
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    seed: int = 0
+    vlm_dir: str | None = Field(None, description="vlm: a local transformers BLIP-2 / InstructBLIP directory (never downloaded)")
+    vlm_device: str | None = Field(None, description="vlm: torch device (default: cuda when available)")
+    vlm_lora_rank: int = Field(8, ge=1)
+    vlm_lora_targets: tuple[str, ...] = Field(("q_proj", "v_proj"), description="vlm: module names LoRA adapts "
+                                              "(the language model's attention projections)")
+    vlm_lr: float = Field(1e-4, gt=0)
+    vlm_batch_size: int = Field(8, ge=1, description="vlm: images per forward pass")
+
+
+class AnnotationSettings(BaseModel):
+    target_accuracy: float = Field(0.85, gt=0, le=1, description="paper: categories above 85% are no longer labelled")
+    eval_size: int = Field(150, ge=2, description="images in the fixed evaluation set I_e")
+    eval_labels: Literal["labelling", "truth"] = Field("labelling", description="labelling: I_e is labelled through "
+                                                       "the labelling backend and counted in the cost; truth: read from "
+                                                       "ground truth for free (synthetic benchmarks only)")
+    seed_size: int = Field(10, ge=1, description="iteration 0: images labelled on every category")
+    batch_size: int = Field(60, ge=1, description="images sampled per later iteration (I_i)")
+    max_iterations: int = Field(8, ge=1)
+    label_budget: float = Field(0.05, gt=0, le=1, description="share of pool images x applicable categories")
+    sampling: Literal["uncertainty", "random"] = "uncertainty"
+    patience: int = Field(2, ge=1, description="iterations without gain before stopping")
+    min_gain: float = Field(0.005, ge=0)
+    min_eval_count: int = Field(5, ge=1, description="images of I_e a category must apply to for its accuracy to be "
+                                "measured; below, it is 'not measured' (and labelled for), never counted as met")
+    seed: int = 0
+    annotator: AnnotatorSettings = Field(default_factory=AnnotatorSettings)
