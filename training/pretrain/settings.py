@@ -20,10 +20,10 @@ class WeakCaptionRecipe(BaseModel):
     p_second_garment: float = Field(0.3, ge=0, le=1, description="one more garment (bottom, hat, scarf, shoes, bag)")
     p_age: float = Field(0.2, ge=0, le=1)
     wrong_word_share: float = Field(0.1, ge=0, le=1, description="each content word is replaced by a wrong one")
-    p_filler: float = Field(0.0, ge=0, le=1, description="web boilerplate around the content (site and file names, "
+    p_filler: float = Field(0.5, ge=0, le=1, description="web boilerplate around the content (site and file names, "
                             "keyword lists), as alt text has: the content then sits anywhere in the 77 tokens, not "
                             "only in the first 20, so the text encoder and the UNet learn to read every position "
-                            "(dense captions put the top's colour 30-60 tokens in)")
+                            "(dense captions put the top's colour 30-60 tokens in). 0 until the eighth embedded base")
     filler_fragments: tuple[int, int] = Field((1, 8), description="how many boilerplate fragments a padded caption "
                                               "has (uniform, inclusive), split at random between before and after")
     rules: int = Field(2, ge=1, le=2, description="version of the caption rules: 1 (the first three embedded bases) "
