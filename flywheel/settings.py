@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from flywheel.annotation.settings import AnnotationSettings
-from flywheel.filters.chain import FilterSettings
+from flywheel.filters.settings import FilterSettings
 from flywheel.ray_data import EngineSettings
 from flywheel.snapshot.settings import SnapshotSettings
 from flywheel.sources.folder import FolderSourceSettings

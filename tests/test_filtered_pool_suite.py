@@ -3,7 +3,7 @@ conditions) hold for kept rows only, and a broken promise fails the suite naming
 
 import warnings
 
-from flywheel.filters.chain import FilterSettings
+from flywheel.filters.settings import FilterSettings
 from flywheel.manifests import FILTERED_POOL
 from flywheel.validation.filtered_pool import validate_filtered_pool
 

@@ -205,6 +205,18 @@ def test_filler_moves_the_content_later_without_changing_it_or_naming_any_attrib
     assert not boiler & protocol_words, boiler & protocol_words
 
 
+def test_a_bad_filler_fragment_range_is_named():
+    """A reversed or negative fragment range fails at the settings, naming the field, not inside numpy."""
+    from pydantic import ValidationError
+
+    from training.pretrain.settings import WeakCaptionRecipe
+
+    for bad in ((5, 2), (-1, 3)):
+        with pytest.raises(ValidationError, match="filler_fragments"):
+            WeakCaptionRecipe(filler_fragments=bad)
+    assert WeakCaptionRecipe(filler_fragments=(0, 0)).filler_fragments == (0, 0)
+
+
 def test_a_drawn_shot_is_written_at_the_recipes_rate(protocol):
     """p_shot is the share of captions that name the shot (rules 1 wrote it in only 3/7 of those)."""
     from flywheel.synthetic.attributes import sample_answers

@@ -21,6 +21,7 @@ from flywheel.detect.boxes import Box, area, suppress
 from flywheel.detect.haar import HaarDetector
 from flywheel.detect.hog import HogPersonDetector
 from flywheel.detect.yolo import YoloPersonDetector
+from flywheel.filters.settings import FilterSettings
 
 log = logging.getLogger(__name__)
 FACE_PER_BODY_BOX = 0.1
@@ -41,30 +42,26 @@ class PeopleResult:
 
 
 class PeopleDetector:
-    def __init__(self, body_backend: str = "hog", yolo_weights: str | None = None, *, body_scale: float = 1.2,
-                 body_hit_threshold: float = -1.5, face_scale_factor: float = 1.1, face_min_neighbors: int = 1,
-                 face_working_height: int = 128, face_head_height: float = 72, face_fallback_height: int = 256,
-                 body_working_height: int = 256):
-        """The pyramid steps and thresholds are the filter chain's (:class:`FilterSettings`), chosen in
-        ``benchmarks/filter_chain.py``: coarser pyramids with looser thresholds keep what the finer,
-        stricter ones found at about half the cost."""
+    def __init__(self, settings: FilterSettings | None = None):
+        """The backend, pyramid steps, thresholds and working heights are the filter chain's
+        (:class:`FilterSettings`, its defaults when None), chosen in ``benchmarks/filter_chain.py``:
+        coarser pyramids with looser thresholds keep what the finer, stricter ones found at about half the cost."""
+        s = settings or FilterSettings()
         self.body_backend = "hog"
         self._body = None
-        if body_backend == "yolo":
+        if s.person_detector == "yolo":
             try:
-                self._body = YoloPersonDetector(yolo_weights)
+                self._body = YoloPersonDetector(str(s.yolo_weights) if s.yolo_weights else None)
                 self.body_backend = "yolo"
             except BackendUnavailable as exc:
                 log.warning("%s; using the HOG people detector instead", exc)
-        elif body_backend != "hog":
-            raise ValueError(f"unknown person detector {body_backend!r} (hog or yolo)")
         if self._body is None:
-            self._hog = HogPersonDetector(hit_threshold=body_hit_threshold, scale=body_scale,
-                                          working_height=body_working_height)
-        self._faces = HaarDetector(scale_factor=face_scale_factor, min_neighbors=face_min_neighbors,
-                                   working_height=face_working_height)
-        self.face_head_height = face_head_height
-        self.face_fallback_height = face_fallback_height
+            self._hog = HogPersonDetector(hit_threshold=s.body_hit_threshold, scale=s.body_scale,
+                                          working_height=s.body_working_height)
+        self._faces = HaarDetector(scale_factor=s.face_scale_factor, min_neighbors=s.face_min_neighbors,
+                                   working_height=s.face_working_height)
+        self.face_head_height = s.face_head_height
+        self.face_fallback_height = s.face_fallback_height
 
     def _bodies(self, image: np.ndarray) -> list[Box]:
         if self._body is not None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from flywheel.filters.chain import FilterSettings
+from flywheel.filters.settings import FilterSettings
 from flywheel.manifests import FILTERED_POOL
 from flywheel.validation.suites import ValidationSummary, run_suite
 

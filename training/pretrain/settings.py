@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class WeakCaptionRecipe(BaseModel):
@@ -29,6 +29,14 @@ class WeakCaptionRecipe(BaseModel):
     rules: int = Field(2, ge=1, le=2, description="version of the caption rules: 1 (the first three embedded bases) "
                        "wrote a drawn shot only when the drawn template had a slot for it, so the shot was named in "
                        "3/7 of p_shot; 2 always writes it")
+
+    @model_validator(mode="after")
+    def _fragment_range(self):
+        low, high = self.filler_fragments
+        if low < 0 or low > high:
+            raise ValueError(f"filler_fragments {self.filler_fragments}: needs 0 <= low <= high (how many boilerplate "
+                             "fragments a padded caption has, inclusive)")
+        return self
 
 
 class CorpusSettings(BaseModel):
