@@ -13,6 +13,7 @@ from training.stages import (
     activation_sweep,
     build_kosmos_pairs,
     train_dual_prior,
+    train_kosmos_g,
     train_variant,
 )
 
@@ -101,3 +102,22 @@ def kosmos_pairs(context: dg.AssetExecutionContext, flywheel: FlywheelResource) 
                   "samples": dg.MetadataValue.int(stats["samples"]),
                   "with_reference": dg.MetadataValue.int(stats["with_reference"]),
                   "parts": table(sorted(stats["parts"].items()), [("part", "string"), ("rows", "int")])})
+
+
+@dg.asset(group_name="training", kinds={"pytorch", "mlflow"}, deps=[kosmos_pairs], pool=ACCELERATOR_POOL,
+          op_tags=GPU_TRAINING_TAGS,
+          description="KOSMOS-G: the source model's own pretraining, AlignerNet aligned to the base's text conditioning, "
+          "then compositional instruction tuning on kosmos_pairs through the frozen UNet; one nested MLflow run and one "
+          "registered version per stage, and the subject figures of held-out garments. On demand, not automated.")
+def kosmos_g_checkpoint(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
+    settings = flywheel.settings
+    run = train_kosmos_g(settings, tags={"dagster.run_id": context.run_id})
+    last = list(run.versions)[-1]
+    meta = {"mlflow_run": dg.MetadataValue.url(settings.tracking.run_url(run.experiment_id, run.run_id)),
+            "mlflow_run_id": dg.MetadataValue.text(run.run_id),
+            "stage_runs": dg.MetadataValue.json(run.stage_run_ids),
+            "stage_versions": dg.MetadataValue.json(run.versions),
+            "model_version_page": dg.MetadataValue.url(settings.tracking.model_version_url(run.model_name,
+                                                                                         run.versions[last]))}
+    meta.update({k: dg.MetadataValue.float(float(v)) for k, v in run.metrics.items()})
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(f"{run.model_name}/{run.versions[last]}"))

@@ -49,7 +49,7 @@ def main() -> int:
     )
     from training.kosmos.aligner import AlignerConfig, AlignerNet
     from training.kosmos.interleaved import parse
-    from training.kosmos.source import TinySourceConfig, TinySourceModel
+    from training.kosmos.source import TinySourceConfig, TinySourceModel, train_source_lm
 
     protocol = load_protocol()
     base = load_base(ROOT / "models" / "embedded-base")
@@ -61,15 +61,7 @@ def main() -> int:
 
     t0 = time.perf_counter()
     if args.lm_steps:
-        opt = torch.optim.AdamW(source.parameters(), lr=1e-3)
-        rng = np.random.default_rng(0)
-        source.train()
-        for step in range(1, args.lm_steps + 1):
-            batch = [parse(captions[i]) for i in rng.choice(len(captions), args.batch, replace=False)]
-            loss = source.lm_loss(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        train_source_lm(source, captions, args.lm_steps, args.batch)
         source.eval()
         held = source.lm_loss([parse(c) for c in held_out]).item()
         print(f"stage 1: {args.lm_steps} LM steps in {time.perf_counter() - t0:.0f}s; held-out next-token loss {held:.3f}")

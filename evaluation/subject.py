@@ -98,6 +98,9 @@ def subject_scores(images: np.ndarray, references: Sequence[np.ndarray], texts: 
         result[f"{key}_model"] = enc.name
         if kind == "clip":
             result["clip_t"] = float((gen * enc.texts(texts)).sum(-1).mean())
+    if judge is None:
+        result["not_computed"]["judge"] = "no truth judge configured (evaluation.truth_judge_dir)"
+        return result
     judged = judge.answer_images(list(images))
     result["judge"] = judge.identity
     for name, cats in (("colour", colour_categories), ("type", type_categories)):

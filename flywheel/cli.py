@@ -257,6 +257,20 @@ def train_dual_prior_cmd(
                   f"{run.model_version}; " + ", ".join(f"{k} {v:.4g}" for k, v in run.metrics.items()))
 
 
+@app.command("train-kosmos-g")
+def train_kosmos_g_cmd(
+    snapshot_version: Optional[int] = typer.Option(None, help="CosmicMan-HQ version; default the profile's, else the latest"),
+    profile: Optional[str] = ProfileOpt,
+) -> None:
+    """KOSMOS-G: the source model's pretraining, AlignerNet, then instruction tuning on the version's garments
+    (kosmos_pairs, built if missing), one nested MLflow run and one registered version per stage."""
+    from training.stages import train_kosmos_g
+
+    run = train_kosmos_g(_settings(profile), snapshot_version=snapshot_version)
+    console.print(f"KOSMOS-G: MLflow run {run.run_id} (stages {run.stage_run_ids}); {run.model_name} versions "
+                  f"{run.versions}; " + ", ".join(f"{k} {v:.4g}" for k, v in run.metrics.items()))
+
+
 @app.command("sweep-activations")
 def sweep_cmd(profile: Optional[str] = ProfileOpt) -> None:
     """CosmicMan Prime: one Daring run per configured activation, nested under one MLflow run."""

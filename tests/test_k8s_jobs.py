@@ -16,7 +16,7 @@ from orchestration import k8s, k8s_specs
 from orchestration.definitions import defs
 
 GPU_ASSETS = {"plain_finetune_checkpoint", "daring_checkpoint", "activation_sweep_checkpoints",
-              "adversarial_checkpoint", "evaluation_report"}
+              "adversarial_checkpoint", "evaluation_report", "kosmos_g_checkpoint"}
 DATA_ASSETS = {"raw_images", "filtered_pool", "annotation_iteration", "annotated_pool", "cosmicman_hq_snapshot",
                "kosmos_pairs"}
 CPU_REQUESTS = {"filtered_pool", "annotation_iteration", "annotated_pool"}

@@ -68,6 +68,7 @@ class TrainingProfile(Model):
     threads: int | None = Field(None, description="torch CPU threads (None: torch's default)")
     train: TrainSettings = Field(default_factory=TrainSettings)
     dual_prior: "DualPriorSettings" = Field(default_factory=lambda: DualPriorSettings())
+    kosmos: "KosmosSettings" = Field(default_factory=lambda: KosmosSettings())
 
 
 
@@ -109,6 +110,36 @@ class DualPriorSettings(Model):
     registered_model: str = Field("cosmicman", description="the dual prior's versions go beside the other variants'")
     seed: int = 0
     discretize: dict = Field(default_factory=dict)
+
+
+class KosmosSettings(Model):
+    """KOSMOS-G on the base (``cosmicman train-kosmos-g``, asset ``kosmos_g_checkpoint``): the tiny source model S,
+    AlignerNet, and the three stages' sizes. Stages 1-2 read dense protocol captions; stage 3 reads kosmos_pairs."""
+
+    clip_dir: Path | None = Field(None, description="CLIP directory whose tokenizer and image tower S uses (frozen); "
+                                  "default models/embedded-base-clip, the pair pretrained with the embedded base")
+    source_width: int = Field(128, ge=8)
+    source_layers: int = Field(3, ge=1)
+    source_heads: int = Field(4, ge=1)
+    image_tokens: int = Field(8, ge=1, description="resampled embeddings per image in S's sequence")
+    max_source_len: int = Field(128, ge=16)
+    aligner_preset: Literal["tiny", "paper"] = Field("tiny", description="tiny: 2 layers of 128 (this machine); "
+                                                     "paper: 12 layers of 768 (KOSMOS-G's)")
+    captions: int = Field(3000, ge=1, description="protocol captions stages 1 and 2 train on")
+    held_out_captions: int = Field(100, ge=2, description="captions of another seed for R² and retrieval")
+    lm_steps: int = Field(300, ge=0, description="stage 1 (S's next-token pretraining); 0 leaves S untrained")
+    align_steps: int = Field(2400, ge=1, description="stage 2 (AlignerNet on text-only captions)")
+    instruct_steps: int = Field(600, ge=0, description="stage 3 (compositional instruction tuning through the frozen "
+                                "UNet); 0 skips it")
+    batch_size: int = Field(32, ge=1, description="stages 1 and 2")
+    lr: float = Field(1e-3, gt=0, description="stages 1 and 2")
+    instruct_batch_size: int = Field(16, ge=1)
+    instruct_lr: float = Field(2e-4, gt=0)
+    subject_prompts: int = Field(60, ge=0, description="held-out garments (test split, with a reference on another "
+                                 "person) generated after stage 3 for the subject figures; 0: none")
+    sample_steps: int = Field(25, ge=1, description="DDIM steps of the subject samples")
+    registered_model: str = Field("cosmicman-kosmos-g", description="one version per stage (tag `kosmos.stage`)")
+    seed: int = 0
 
 
 TrainingProfile.model_rebuild()

@@ -170,3 +170,28 @@ def build_kosmos_pairs(settings: Settings, version: int | None = None) -> tuple[
              "tag": snapshot.tag, "with_reference": sum(r["reference_key"] is not None for r in rows),
              "parts": dict(Counter(r["part"] for r in rows))}
     return path, stats
+
+
+def train_kosmos_g(settings: Settings, tags: dict[str, str] | None = None, snapshot_version: int | None = None):
+    """KOSMOS-G's three stages on a CosmicMan-HQ version's kosmos_pairs (built if missing), under one parent MLflow
+    run, each stage a registered version (:mod:`training.kosmos.run`); outputs under workspace/kosmos/<tag>/."""
+    from evaluation.stages import load_truth_judge
+    from training.base_model import load_base
+    from training.kosmos.instruct import examples_from_pairs
+    from training.kosmos.pairs import read_pairs
+    from training.kosmos.run import held_out_garments, run_kosmos_g
+
+    s = settings.training.kosmos
+    snapshot = training_snapshot(settings, snapshot_version)
+    path, _ = build_kosmos_pairs(settings, snapshot.version)
+    rows = read_pairs(path)
+    protocol = load_protocol(settings.protocol_path)
+    base_dir = base_model_dir(settings)
+    size = load_base(base_dir).image_size
+    examples = examples_from_pairs(snapshot.samples("train"), rows, size)
+    judge, _ = load_truth_judge(settings, protocol)
+    clip_dir = s.clip_dir or PROJECT_ROOT / "models" / "embedded-base-clip"
+    tag = snapshot.tag or f"v{snapshot.version}"
+    return run_kosmos_g(s, base_dir, clip_dir, examples, held_out_garments(rows, s.subject_prompts), protocol,
+                        settings.workspace / "kosmos" / tag, settings.tracking,
+                        f"{settings.tracking.experiment_prefix}-training", snapshot=snapshot, judge=judge, tags=tags)

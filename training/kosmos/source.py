@@ -140,3 +140,29 @@ def _resized(pixels: np.ndarray, size: int) -> np.ndarray:
     import cv2
 
     return cv2.resize(pixels, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def train_source_lm(source: TinySourceModel, captions: Sequence[str], steps: int, batch_size: int = 32, lr: float = 1e-3,
+                    seed: int = 0, on_log=None) -> dict:
+    """Stage 1: the tiny source model's own language-model pretraining on captions (its image tower stays frozen);
+    returns the last step's loss. ``on_log(step, {"lm_loss": ...})`` after every step."""
+    from training.kosmos.interleaved import parse
+
+    if steps and not captions:
+        raise ValueError("source model pretraining: no captions")
+    params = [p for n, p in source.named_parameters() if not n.startswith("vision.")]
+    opt = torch.optim.AdamW(params, lr=lr)
+    rng = np.random.default_rng(seed)
+    last: dict = {}
+    source.train()
+    for step in range(1, steps + 1):
+        batch = [parse(captions[i]) for i in rng.choice(len(captions), min(batch_size, len(captions)), replace=False)]
+        loss = source.lm_loss(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        last = {"lm_loss": loss.item()}
+        if on_log:
+            on_log(step, last)
+    source.eval()
+    return last

@@ -1,0 +1,100 @@
+"""A KOSMOS-G model directory: the source model S and AlignerNet, with the base they were aligned to.
+
+Layout (written to a temporary folder, then renamed over the old one, so a crash leaves the previous
+directory or the new one, never half of each):
+
+    kosmos.json           S's and AlignerNet's configs, the stage that wrote it, the base model's path and
+                          the sha256 digest of its UNet (generation checks it: an aligner is trained against one UNet)
+    source/tokenizer/     S's tokenizer (``save_pretrained``)
+    source/vision/        S's frozen image tower (``CLIPVisionModel.save_pretrained``)
+    source.safetensors    S's own weights (embeddings, resampler, blocks; the LM head is tied to the embeddings)
+    aligner.safetensors   AlignerNet, M and N
+    checksums.sha256      per-file sha256 (:mod:`flywheel.checksums`), checked at load
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from flywheel.checksums import ChecksumError, verify_checksums, write_checksums
+from training.kosmos.aligner import AlignerConfig, AlignerNet
+from training.kosmos.source import TinySourceConfig, TinySourceModel
+
+INFO_FILE, SOURCE_WEIGHTS, ALIGNER_WEIGHTS = "kosmos.json", "source.safetensors", "aligner.safetensors"
+FORMAT = 1
+
+
+@dataclass
+class KosmosModel:
+    source: TinySourceModel
+    aligner: AlignerNet
+    info: dict  # kosmos.json: stage, base_model, unet_digest, configs, and what the caller added
+
+
+def _own_state(source: TinySourceModel) -> dict[str, torch.Tensor]:
+    """S's weights without the image tower (saved on its own) and without the tied LM head."""
+    return {k: v.contiguous() for k, v in source.state_dict().items()
+            if not k.startswith("vision.") and k != "lm_head.weight"}
+
+
+def save_kosmos(folder: str | Path, source: TinySourceModel, aligner: AlignerNet, *, stage: str, base_model: str,
+                unet_digest: str, extra: dict | None = None) -> Path:
+    """Write the directory (see the module docstring); returns it."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "source").mkdir(parents=True)
+    source.tokenizer.save_pretrained(tmp / "source" / "tokenizer")
+    source.vision.save_pretrained(tmp / "source" / "vision", safe_serialization=True)
+    save_file(_own_state(source), str(tmp / SOURCE_WEIGHTS))
+    save_file({k: v.contiguous() for k, v in aligner.state_dict().items()}, str(tmp / ALIGNER_WEIGHTS))
+    info = {"format": FORMAT, "stage": stage, "base_model": str(base_model), "unet_digest": unet_digest,
+            "source": {"kind": "tiny", **dataclasses.asdict(source.config)},
+            "aligner": dataclasses.asdict(aligner.config), **(extra or {})}
+    (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
+    write_checksums(tmp)
+    if folder.exists():
+        old = folder.with_name(folder.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(folder)
+    return folder
+
+
+def load_kosmos(folder: str | Path) -> KosmosModel:
+    """Load a directory written by :func:`save_kosmos`, its checksums verified first; a missing or changed file is
+    an error naming it."""
+    from safetensors.torch import load_file
+    from transformers import CLIPTokenizer, CLIPVisionModel
+
+    folder = Path(folder)
+    if not (folder / INFO_FILE).is_file():
+        raise FileNotFoundError(f"{folder}: not a KOSMOS-G model directory (no {INFO_FILE})")
+    if not verify_checksums(folder):
+        raise ChecksumError(f"{folder}: no checksums.sha256 (a KOSMOS-G directory is written with one)")
+    info = json.loads((folder / INFO_FILE).read_text())
+    if info.get("format") != FORMAT:
+        raise ValueError(f"{folder / INFO_FILE}: format {info.get('format')!r}, this code reads {FORMAT}")
+    source_config = {k: v for k, v in info["source"].items() if k != "kind"}
+    source = TinySourceModel(CLIPTokenizer.from_pretrained(folder / "source" / "tokenizer"),
+                             CLIPVisionModel.from_pretrained(folder / "source" / "vision"),
+                             TinySourceConfig(**source_config))
+    missing, unexpected = source.load_state_dict(load_file(str(folder / SOURCE_WEIGHTS)), strict=False)
+    missing = [k for k in missing if not k.startswith("vision.") and k != "lm_head.weight"]
+    if missing or unexpected:
+        raise ValueError(f"{folder / SOURCE_WEIGHTS}: does not fit the source config (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    aligner = AlignerNet(AlignerConfig(**info["aligner"]))
+    aligner.load_state_dict(load_file(str(folder / ALIGNER_WEIGHTS)))
+    return KosmosModel(source.eval(), aligner.eval(), info)
