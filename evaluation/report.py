@@ -142,6 +142,32 @@ def _category_bars(models: list[dict]) -> str:
     return "".join(parts)
 
 
+def _kosmos_section(k: dict | None) -> str:
+    """KOSMOS-G's subject figures (from its stage-3 run), or why there are none."""
+    if not k or "scores" not in k:
+        note = (k or {}).get("note", "not part of this evaluation")
+        return f'<p class="nc" id="kosmos-g">{html.escape(note)}</p>'
+    sc = k["scores"]
+    rows = [("garment colour, judged (chance ~0.125)", "colour_accuracy", "judge"),
+            ("garment type, judged", "type_accuracy", "judge"),
+            ("CLIP-I vs the reference crop on another person", "clip_i", "clip_i"),
+            ("CLIP-T vs the garment's words", "clip_t", "clip_i"), ("DINO vs the reference crop", "dino", "dino")]
+    cells = [f'<tr><td class="name">garments generated</td><td>{sc.get("garments", sc.get("images", 0))}</td></tr>']
+    for name, key, reason in rows:
+        v = sc.get(key)
+        value = (_fmt(v) if v is not None else
+                 "not computed: " + html.escape(sc.get("not_computed", {}).get(reason, "no value")))
+        cells.append(f'<tr><td class="name">{html.escape(name)}</td><td{" class=nc" if v is None else ""}>{value}</td></tr>')
+    samples = ""
+    if k.get("samples_path"):
+        with open(k["samples_path"], "rb") as f:
+            samples = "<p>Garment crops (top row) and what was generated from each (below):</p>" + _img(f.read(), "att", "KOSMOS-G samples")
+    return (f'<p id="kosmos-g">{html.escape(k["registered_model"])} version {html.escape(str(k["version"]))} (run '
+            f'{html.escape(k["run_id"])}): "a person wearing &lt;garment image&gt;" for held-out garments, sampled with '
+            f'the base\'s frozen UNet. Judge: {html.escape(str(sc.get("judge", "none")))}; generated images are outside '
+            f'its training distribution.</p><table>{"".join(cells)}</table>{samples}')
+
+
 def render_html(data: dict, evaluations: list[ModelEvaluation], highlight: str | None = None, grid_prompts: int = 8) -> str:
     snap = data["snapshot"]
     title = f"CosmicMan evaluation: {snap.get('tag')}" + (f" · {highlight}" if highlight else "")
@@ -177,6 +203,7 @@ guidance {data['settings'].get('guidance_scale')}.{' Pixel-space models (no VAE)
 <h2>Attention maps</h2><p>One held-out sample: the image, then per caption group its mask (top row), the group's
 mean cross-attention map (middle) and the map overlaid on the image (bottom).</p>{attention}
 <h2>Per-category accuracy (truth judge)</h2>{_category_bars(data['models'])}
+<h2>KOSMOS-G (subject-driven generation)</h2>{_kosmos_section(data.get('kosmos_g'))}
 <h2>Skipped</h2><ul id="skipped">{''.join(skipped) or '<li>nothing</li>'}</ul>
 </body></html>"""
 

@@ -199,6 +199,9 @@ def evaluate(settings: Settings, tags: dict[str, str] | None = None, snapshot_ve
                                                             for p in prompts], s.model_dump(mode="json"))
     out = root / tag
     out.mkdir(parents=True, exist_ok=True)
+    from evaluation.kosmos import kosmos_g_summary
+
+    data["kosmos_g"] = kosmos_g_summary(client, settings.training.kosmos.registered_model, snapshot.tag, out / "kosmos-g")
     report_json_path, report_html_path = out / "report.json", out / "report.html"
     _write(report_json_path, json.dumps(data, indent=1, default=str))
     _write(report_html_path, render_html(data, evaluations, None, s.grid_prompts))

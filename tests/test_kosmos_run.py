@@ -123,3 +123,25 @@ def test_the_registered_version_generates_from_an_interleaved_prompt(kosmos_run)
     from training.kosmos.generate import weights_digest
 
     assert info["unet_digest"] == weights_digest(load_base(ROOT / "models" / "embedded-base").unet)
+
+
+def test_the_report_section_reads_the_newest_instruct_version_or_says_why_not(kosmos_run, tmp_path):
+    import mlflow
+
+    from evaluation.kosmos import kosmos_g_summary
+    from evaluation.report import _kosmos_section
+
+    run, tracking, _ = kosmos_run
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    client = mlflow.MlflowClient()
+    found = kosmos_g_summary(client, run.model_name, None, tmp_path / "k")
+    assert found["version"] == run.versions["instruct"] and found["run_id"] == run.stage_run_ids["instruct"]
+    assert found["scores"]["colour_accuracy"] == run.subject["colour_accuracy"]
+    page = _kosmos_section(found)
+    assert f"version {run.versions['instruct']}" in page and "data:image/png;base64," in page
+    assert f"{run.subject['clip_i']:.4f}" in page and "not computed: " in page  # DINO has no local weights
+    other = kosmos_g_summary(client, run.model_name, "cosmicman-hq-v9", tmp_path / "k")
+    assert "no KOSMOS-G version instruction-tuned on cosmicman-hq-v9" in other["note"]
+    assert "kosmos_g_checkpoint" in _kosmos_section(other)
+    assert kosmos_g_summary(client, "nobody", None, tmp_path / "k") == {
+        "note": "no KOSMOS-G version instruction-tuned (materialize kosmos_g_checkpoint, or run `cosmicman train-kosmos-g`)"}

@@ -46,15 +46,35 @@ def _digests(base) -> dict[str, str]:
     return {"unet": weights_digest(base.unet), **({"vae": weights_digest(base.vae)} if base.vae is not None else {})}
 
 
-def subject_figures(base, source, aligner, held_pairs: Sequence[dict], judge, clip_dir: Path, steps: int) -> dict:
+def garment_grid(crops: Sequence[np.ndarray], images: np.ndarray, n: int = 8) -> np.ndarray:
+    """Up to ``n`` columns: each garment's crop (letterboxed to the image size) above what was generated from it."""
+    import cv2
+
+    from training.kosmos.source import square
+    from training.sampling import image_grid
+
+    h, w = images.shape[1:3]
+    tiles = []
+    for crop in crops[:n]:
+        side = min(h, w)
+        tile = np.full((h, w, 3), 255, np.uint8)
+        small = cv2.resize(square(crop), (side, side), interpolation=cv2.INTER_AREA)
+        tile[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side] = small
+        tiles.append(tile)
+    k = len(tiles)
+    return image_grid(np.concatenate([np.stack(tiles), images[:k]]), k)
+
+
+def subject_figures(base, source, aligner, held_pairs: Sequence[dict], judge, clip_dir: Path, steps: int
+                    ) -> tuple[dict, np.ndarray | None]:
     """ "a person wearing <image>" for each held-out garment, judged and compared with its reference crop on another
-    person (:func:`evaluation.subject.subject_scores`)."""
+    person (:func:`evaluation.subject.subject_scores`); and a grid of the first garments over their samples."""
     from evaluation.subject import subject_scores
     from training.kosmos.generate import KosmosGenerator
     from training.kosmos.pairs import unpng
 
     if not held_pairs:
-        return {"not_computed": {"subject": "no held-out garment with a reference on another person"}}
+        return {"not_computed": {"subject": "no held-out garment with a reference on another person"}}, None
     crops = [unpng(r["crop_png"]) for r in held_pairs]
     gen = KosmosGenerator(base, source, aligner, aligned_null=True)
     images = gen.generate([("a person wearing <image>", [c]) for c in crops], seeds=list(range(len(crops))), steps=steps)
@@ -65,7 +85,7 @@ def subject_figures(base, source, aligner, held_pairs: Sequence[dict], judge, cl
                             ["a person wearing " + r["entity_text"] for r in held_pairs], signatures, judge, clip_dir,
                             colour_categories=colour, type_categories=kind)
     scores["garments"] = len(held_pairs)
-    return scores
+    return scores, garment_grid(crops, images)
 
 
 def held_out_garments(pairs: Sequence[dict], count: int) -> list[dict]:
@@ -164,7 +184,9 @@ def run_kosmos_g(s, base_dir: Path, clip_dir: Path, examples: Sequence, held_pai
                 metrics.update({k if k.startswith(stage) else f"{stage}.{k}": v for k, v in found.items()})
                 finish_stage(stage, aligned_null=stage == "instruct")
                 if stage == "instruct" and s.subject_prompts:
-                    subject = subject_figures(base, source, aligner, held_pairs, judge, clip_dir, s.sample_steps)
+                    subject, grid = subject_figures(base, source, aligner, held_pairs, judge, clip_dir, s.sample_steps)
+                    if grid is not None:
+                        mlflow.log_image(grid, "subject_samples.png")
                     numbers = {f"subject.{k}": float(v) for k, v in subject.items()
                                if isinstance(v, (int, float)) and v is not None}
                     mlflow.log_metrics(numbers)
