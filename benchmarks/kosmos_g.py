@@ -35,6 +35,8 @@ def main() -> int:
     ap.add_argument("--instruct-steps", type=int, default=600, help="stage 3 steps (0: skip stage 3 and its figures)")
     ap.add_argument("--renders", type=int, default=600, help="synthetic samples whose garments stage 3 trains on")
     ap.add_argument("--subject-prompts", type=int, default=120, help="held-out garments generated for the subject figures")
+    ap.add_argument("--pair-share", type=float, default=0.5, help="share of each stage-1 batch that is image-caption "
+                    "pairs (stage 3's garment crops and their words); 0: captions only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -60,11 +62,24 @@ def main() -> int:
           f"{source.config.layers} layers; {len(captions)} training captions, {len(held_out)} held out")
 
     t0 = time.perf_counter()
+    _, examples, held = garments(protocol, base, args)
+    print(f"garments: {sum(len(e.crops) for e in examples)} crops from {len(examples)} renders (stages 1 and 3), "
+          f"{len(held)} held out ({time.perf_counter() - t0:.0f}s)")
+    t0 = time.perf_counter()
     if args.lm_steps:
-        train_source_lm(source, captions, args.lm_steps, args.batch)
-        source.eval()
-        held = source.lm_loss([parse(c) for c in held_out]).item()
-        print(f"stage 1: {args.lm_steps} LM steps in {time.perf_counter() - t0:.0f}s; held-out next-token loss {held:.3f}")
+        from training.kosmos.instruct import garment_captions
+        from training.kosmos.pairs import unpng
+        from training.kosmos.source import image_caption_prompt
+
+        pairs = garment_captions(examples) if args.pair_share else []
+        train_source_lm(source, captions, args.lm_steps, args.batch, pairs=pairs, pair_share=args.pair_share)
+        with torch.no_grad():
+            loss = source.lm_loss([parse(c) for c in held_out]).item()
+            pair_loss = source.lm_loss([image_caption_prompt(unpng(r["crop_png"]), r["entity_text"])
+                                        for r in held]).item() if held else float("nan")
+        print(f"stage 1: {args.lm_steps} LM steps ({args.pair_share:.0%} image-caption pairs) in "
+              f"{time.perf_counter() - t0:.0f}s; held-out next-token loss {loss:.3f}, held-out garment words from "
+              f"their images {pair_loss:.3f}")
     else:
         print("stage 1: skipped (untrained source model)")
     source.eval()
@@ -82,42 +97,43 @@ def main() -> int:
     print(f"| retrieval top-1 of 100 | {before['retrieval_top1']:.2f} | {after['retrieval_top1']:.2f} | >= 0.90 |")
     ok = after["r2"] >= 0.6 and after["retrieval_top1"] >= 0.9
     if args.instruct_steps:
-        ok = stage3(args, protocol, base, source, aligner) and ok
+        ok = stage3(args, protocol, base, source, aligner, examples, held) and ok
     else:
         print("stage 3: skipped (--instruct-steps 0); subject-driven figures not measured")
     return 0 if ok else 1
 
 
-def stage3(args, protocol, base, source, aligner) -> bool:
+def garments(protocol, base, args):
+    """Stage 3's training renders (seed 71), their examples, and the held-out garments (seed 72) with a reference."""
+    from flywheel.synthetic.samples import synthetic_samples
+    from training.kosmos.instruct import examples_from_pairs
+    from training.kosmos.pairs import build_pairs
+
+    train = synthetic_samples(protocol, seed=71, count=args.renders)
+    examples = examples_from_pairs(train, build_pairs(train, protocol), base.image_size)
+    held = build_pairs(synthetic_samples(protocol, seed=72, count=args.subject_prompts * 2), protocol)
+    held = [r for r in held if r["part"] in ("top", "dress", "bottom") and r["reference_key"]][:args.subject_prompts]
+    return train, examples, held
+
+
+def stage3(args, protocol, base, source, aligner, examples, held) -> bool:
     """Compositional instruction tuning on garments of synthetic renders, then "a person wearing <image>" on
     held-out garments: the judged colour and type, CLIP-I/CLIP-T, and the UNet's digest before and after."""
     import numpy as np
 
     from evaluation.subject import subject_scores
     from evaluation.truth_judge import TruthJudge
-    from flywheel.synthetic.samples import synthetic_samples
     from training.kosmos.generate import KosmosGenerator, weights_digest
-    from training.kosmos.instruct import (
-        InstructSettings,
-        examples_from_pairs,
-        train_instruct,
-    )
-    from training.kosmos.pairs import build_pairs, unpng
+    from training.kosmos.instruct import InstructSettings, train_instruct
+    from training.kosmos.pairs import unpng
 
     digest = weights_digest(base.unet)
-    t0 = time.perf_counter()
-    train = synthetic_samples(protocol, seed=71, count=args.renders)
-    pairs = build_pairs(train, protocol)
-    examples = examples_from_pairs(train, pairs, base.image_size)
-    print(f"stage 3: {len(pairs)} garment crops from {len(examples)} renders ({time.perf_counter() - t0:.0f}s)")
     t1, losses = time.perf_counter(), []
     train_instruct(base, source, aligner, examples, InstructSettings(steps=args.instruct_steps), protocol.human_class_ids,
                    on_log=lambda step, m: losses.append(m["loss"]))
     print(f"stage 3: {args.instruct_steps} steps in {time.perf_counter() - t1:.0f}s; loss first 50 "
           f"{np.mean(losses[:50]):.4f}, last 50 {np.mean(losses[-50:]):.4f}")
 
-    held = build_pairs(synthetic_samples(protocol, seed=72, count=args.subject_prompts * 2), protocol)
-    held = [r for r in held if r["part"] in ("top", "dress", "bottom") and r["reference_key"]][:args.subject_prompts]
     crops = [unpng(r["crop_png"]) for r in held]
     gen = KosmosGenerator(base, source, aligner, aligned_null=True)
     t2 = time.perf_counter()
@@ -141,6 +157,18 @@ def stage3(args, protocol, base, source, aligner) -> bool:
     print(f"| UNet weights byte-identical before and after | {same} | True |")
     print("per category:", {c: round(d["accuracy"], 3) for c, d in {**scores["colour_by_category"],
                                                                   **scores["type_by_category"]}.items()})
+    # the ceiling the frozen UNet sets: the same garments named in words, through the base's own text encoder
+    from evaluation.subject import garment_accuracy
+    from training.sampling import generate
+
+    texts = ["a person wearing " + r["entity_text"] for r in held]
+    worded = generate(base, base.unet, texts, list(range(len(texts))), *base.image_size, steps=25, guidance_scale=7.5)
+    judged = judge.answer_images(list(worded))
+    for name, cats in (("colour", colour), ("type", kind)):
+        per = garment_accuracy(judged, signatures, cats)
+        n = sum(d["count"] for d in per.values())
+        print(f"text-prompt ceiling (\"a person wearing <the garment's words>\", same seeds): garment {name} "
+              f"{sum(d['accuracy'] * d['count'] for d in per.values()) / max(1, n):.3f}")
     return same and (scores["colour_accuracy"] or 0) >= 0.7 and (scores["type_accuracy"] or 0) >= 0.5
 
 

@@ -132,6 +132,22 @@ def test_instruction_tuning_trains_s_and_m_only_through_the_frozen_unet_and_vae(
         train_instruct(base, source, aligner, [], InstructSettings(steps=1), protocol.human_class_ids)
 
 
+def test_stage_3_trains_s_even_after_stage_2_froze_it(kosmos, protocol):
+    """Stage 2 freezes S (only AlignerNet aligns); stage 3 must train S again, as the paper and the public code do."""
+    from training.kosmos.align import protocol_captions, train_alignment
+    from training.kosmos.generate import weights_digest
+    from training.kosmos.instruct import InstructSettings, train_instruct
+
+    base, source, aligner, examples = kosmos
+    train_alignment(source, aligner, base, protocol_captions(protocol, 8, seed=3), steps=1, batch_size=4)
+    assert not any(p.requires_grad for p in source.blocks.parameters())
+    before = weights_digest(source.blocks)
+    train_instruct(base, source, aligner, examples, InstructSettings(steps=2, batch_size=4, lr=1e-3),
+                   protocol.human_class_ids)
+    assert weights_digest(source.blocks) != before
+    assert not any(p.requires_grad for p in source.vision.parameters())
+
+
 def test_interleaved_generation_samples_with_the_bases_unet_unchanged_and_rejects_bad_prompts(kosmos, pairs, tmp_path):
     from PIL import Image
 

@@ -63,9 +63,12 @@ def compositional_prompt(ex: Example, rng: np.random.Generator, s: InstructSetti
 
 
 def trainable_parameters(source, aligner: AlignerNet) -> list[torch.nn.Parameter]:
-    """S without its image tower, and M (AlignerNet's encoder side), as the public code trains them."""
+    """S without its image tower, and M (AlignerNet's encoder side), as the public code trains them; M alone when S
+    is a frozen model of the user's (``source.trainable`` False, :mod:`training.kosmos.hf_source`)."""
     m = [aligner.source_in, aligner.source_encoder, aligner.to_target, aligner.target_out]
     params = [p for mod in m for p in mod.parameters()] + [aligner.source_positions, aligner.queries_m]
+    if not getattr(source, "trainable", True):
+        return params
     vision = {id(p) for p in source.vision.parameters()}
     return [p for p in source.parameters() if id(p) not in vision] + params
 
@@ -103,8 +106,8 @@ def train_instruct(base, source, aligner: AlignerNet, examples: Sequence[Example
     human = set(human_class_ids)
     params = trainable_parameters(source, aligner)
     trainable = {id(p) for p in params}
-    for p in aligner.parameters():  # N stays as stage 2 left it
-        p.requires_grad_(id(p) in trainable)
+    for p in [*source.parameters(), *aligner.parameters()]:  # N and the image tower stay as they are; S trains
+        p.requires_grad_(id(p) in trainable)  # again even though stage 2 froze it
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
     rng, gen = np.random.default_rng(s.seed), torch.Generator().manual_seed(s.seed)
     source.train()
@@ -149,3 +152,8 @@ def examples_from_pairs(samples, rows: Sequence[dict], size: tuple[int, int], sp
         image = fit(smp.image, crop_box(smp.image.shape[:2], size), size, cv2.INTER_AREA)
         out.append(Example(image, json.loads(mine[0]["caption_groups_json"]), {r["part"]: unpng(r["crop_png"]) for r in mine}))
     return out
+
+
+def garment_captions(examples: Sequence[Example]) -> list[tuple[np.ndarray, str]]:
+    """Stage 1's image-caption pairs: each garment crop of the examples with its caption words."""
+    return [(ex.crops[g["part"]], g["text"]) for ex in examples for g in ex.groups if g["part"] in ex.crops]

@@ -108,9 +108,10 @@ def run_kosmos_g(s, base_dir: Path, clip_dir: Path, examples: Sequence, held_pai
     from training.kosmos.align import alignment_scores, protocol_captions, train_alignment
     from training.kosmos.aligner import AlignerConfig, AlignerNet
     from training.kosmos.checkpoint import save_kosmos
-    from training.kosmos.instruct import InstructSettings, train_instruct
+    from training.kosmos.instruct import InstructSettings, garment_captions, train_instruct
     from training.kosmos.interleaved import parse
-    from training.kosmos.source import TinySourceConfig, TinySourceModel, train_source_lm
+    from training.kosmos.pairs import unpng
+    from training.kosmos.source import TinySourceConfig, TinySourceModel, image_caption_prompt, train_source_lm
     from training.mlflow_model import KOSMOS_G, kosmos_signature, log_and_register
     from training.run import git_commit
 
@@ -162,10 +163,13 @@ def run_kosmos_g(s, base_dir: Path, clip_dir: Path, examples: Sequence, held_pai
                 t0 = time.perf_counter()
                 log = lambda step, m: mlflow.log_metrics(m, step=step) if step % 10 == 0 or step == 1 else None
                 if stage == "lm":
-                    train_source_lm(source, captions, s.lm_steps, s.batch_size, s.lr, s.seed, on_log=log)
+                    train_source_lm(source, captions, s.lm_steps, s.batch_size, s.lr, s.seed, on_log=log,
+                                    pairs=garment_captions(examples), pair_share=s.lm_pair_share)
                     with torch.no_grad():
-                        held = source.lm_loss([parse(c) for c in held_captions]).item()
-                    found = {"lm_held_out_loss": held}
+                        found = {"lm_held_out_loss": source.lm_loss([parse(c) for c in held_captions]).item()}
+                        if held_pairs:  # the held-out garments' words from their images
+                            found["lm_held_out_pair_loss"] = source.lm_loss(
+                                [image_caption_prompt(unpng(r["crop_png"]), r["entity_text"]) for r in held_pairs]).item()
                 elif stage == "align":
                     found = {f"before_{k}": v for k, v in alignment_scores(source, aligner, base, held_captions).items()
                              if k != "captions"}

@@ -142,21 +142,34 @@ def _resized(pixels: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(pixels, (size, size), interpolation=cv2.INTER_AREA)
 
 
+def image_caption_prompt(pixels: np.ndarray, text: str) -> list[Segment]:
+    """An image-caption pair as stage 1 reads it: the image, then its words (the LM predicts the words from the image)."""
+    return [ImageSegment(pixels, "pair"), text]
+
+
 def train_source_lm(source: TinySourceModel, captions: Sequence[str], steps: int, batch_size: int = 32, lr: float = 1e-3,
-                    seed: int = 0, on_log=None) -> dict:
-    """Stage 1: the tiny source model's own language-model pretraining on captions (its image tower stays frozen);
-    returns the last step's loss. ``on_log(step, {"lm_loss": ...})`` after every step."""
+                    seed: int = 0, on_log=None, pairs: Sequence[tuple[np.ndarray, str]] = (),
+                    pair_share: float = 0.5) -> dict:
+    """Stage 1: the tiny source model's own language-model pretraining (its image tower stays frozen) on captions and,
+    as KOSMOS-1 does, on image-caption ``pairs`` (``pair_share`` of each batch): predicting a garment's words from its
+    image is what teaches S to carry the image's colour and type into the sequence AlignerNet reads. Returns the last
+    step's loss; ``on_log(step, {"lm_loss": ...})`` after every step."""
     from training.kosmos.interleaved import parse
 
     if steps and not captions:
         raise ValueError("source model pretraining: no captions")
+    if not 0 <= pair_share <= 1:
+        raise ValueError(f"source model pretraining: pair_share {pair_share} is not a share (0..1)")
     params = [p for n, p in source.named_parameters() if not n.startswith("vision.")]
     opt = torch.optim.AdamW(params, lr=lr)
     rng = np.random.default_rng(seed)
+    n_pairs = round(batch_size * pair_share) if pairs else 0
+    n_text = min(batch_size - n_pairs, len(captions))
     last: dict = {}
     source.train()
     for step in range(1, steps + 1):
-        batch = [parse(captions[i]) for i in rng.choice(len(captions), min(batch_size, len(captions)), replace=False)]
+        batch = [parse(captions[i]) for i in rng.choice(len(captions), n_text, replace=False)]
+        batch += [image_caption_prompt(*pairs[i]) for i in rng.choice(len(pairs), min(n_pairs, len(pairs)), replace=False)]
         loss = source.lm_loss(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
