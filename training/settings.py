@@ -118,6 +118,9 @@ class KosmosSettings(Model):
 
     clip_dir: Path | None = Field(None, description="CLIP directory whose tokenizer and image tower S uses (frozen); "
                                   "default models/embedded-base-clip, the pair pretrained with the embedded base")
+    source_dir: Path | None = Field(None, description="a local Hugging Face image-text-to-text model (LLaVA-style "
+                                    "processor) to use as S instead of the tiny one: frozen, so stage 1 is skipped "
+                                    "and stage 3 trains M only; never downloaded")
     source_width: int = Field(128, ge=8)
     source_layers: int = Field(3, ge=1)
     source_heads: int = Field(4, ge=1)

@@ -10,6 +10,9 @@ directory or the new one, never half of each):
     source.safetensors    S's own weights (embeddings, resampler, blocks; the LM head is tied to the embeddings)
     aligner.safetensors   AlignerNet, M and N
     checksums.sha256      per-file sha256 (:mod:`flywheel.checksums`), checked at load
+
+The three ``source`` entries are the tiny source model's; a user's Hugging Face model (:mod:`training.kosmos.hf_source`,
+used frozen) is not copied: kosmos.json names its path and its config.json digest, checked at load.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ FORMAT = 1
 
 @dataclass
 class KosmosModel:
-    source: TinySourceModel
+    source: TinySourceModel  # or HFSourceModel
     aligner: AlignerNet
     info: dict  # kosmos.json: stage, base_model, unet_digest, configs, and what the caller added
 
@@ -48,17 +51,22 @@ def save_kosmos(folder: str | Path, source: TinySourceModel, aligner: AlignerNet
     """Write the directory (see the module docstring); returns it."""
     from safetensors.torch import save_file
 
+    from training.kosmos.hf_source import HFSourceModel
+
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "source").mkdir(parents=True)
-    source.tokenizer.save_pretrained(tmp / "source" / "tokenizer")
-    source.vision.save_pretrained(tmp / "source" / "vision", safe_serialization=True)
-    save_file(_own_state(source), str(tmp / SOURCE_WEIGHTS))
+    tmp.mkdir(parents=True)
+    if isinstance(source, HFSourceModel):  # frozen and the user's: referenced, not copied
+        source_info = {"kind": "hf", "path": str(source.folder), "config_sha256": source.config_digest}
+    else:
+        source.tokenizer.save_pretrained(tmp / "source" / "tokenizer")
+        source.vision.save_pretrained(tmp / "source" / "vision", safe_serialization=True)
+        save_file(_own_state(source), str(tmp / SOURCE_WEIGHTS))
+        source_info = {"kind": "tiny", **dataclasses.asdict(source.config)}
     save_file({k: v.contiguous() for k, v in aligner.state_dict().items()}, str(tmp / ALIGNER_WEIGHTS))
     info = {"format": FORMAT, "stage": stage, "base_model": str(base_model), "unet_digest": unet_digest,
-            "source": {"kind": "tiny", **dataclasses.asdict(source.config)},
-            "aligner": dataclasses.asdict(aligner.config), **(extra or {})}
+            "source": source_info, "aligner": dataclasses.asdict(aligner.config), **(extra or {})}
     (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
     write_checksums(tmp)
     if folder.exists():
@@ -86,6 +94,16 @@ def load_kosmos(folder: str | Path) -> KosmosModel:
     info = json.loads((folder / INFO_FILE).read_text())
     if info.get("format") != FORMAT:
         raise ValueError(f"{folder / INFO_FILE}: format {info.get('format')!r}, this code reads {FORMAT}")
+    aligner = AlignerNet(AlignerConfig(**info["aligner"]))
+    aligner.load_state_dict(load_file(str(folder / ALIGNER_WEIGHTS)))
+    if info["source"]["kind"] == "hf":
+        from training.kosmos.hf_source import HFSourceModel, config_digest
+
+        path = Path(info["source"]["path"])
+        if not (path / "config.json").is_file() or config_digest(path) != info["source"]["config_sha256"]:
+            raise ValueError(f"{folder / INFO_FILE}: its source model {path} is missing or is not the one it was "
+                             "aligned to (config.json digest differs)")
+        return KosmosModel(HFSourceModel(path), aligner.eval(), info)
     source_config = {k: v for k, v in info["source"].items() if k != "kind"}
     source = TinySourceModel(CLIPTokenizer.from_pretrained(folder / "source" / "tokenizer"),
                              CLIPVisionModel.from_pretrained(folder / "source" / "vision"),
@@ -95,6 +113,4 @@ def load_kosmos(folder: str | Path) -> KosmosModel:
     if missing or unexpected:
         raise ValueError(f"{folder / SOURCE_WEIGHTS}: does not fit the source config (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")
-    aligner = AlignerNet(AlignerConfig(**info["aligner"]))
-    aligner.load_state_dict(load_file(str(folder / ALIGNER_WEIGHTS)))
     return KosmosModel(source.eval(), aligner.eval(), info)

@@ -1,6 +1,7 @@
 """A tracked KOSMOS-G training: a parent MLflow run with one nested run per stage, each stage's model registered.
 
-Stage 1 (``lm``) pretrains the tiny source model S on dense protocol captions (next text token); stage 2
+Stage 1 (``lm``) pretrains the tiny source model S on dense protocol captions and garment image-caption pairs
+(next text token; skipped for a user's Hugging Face source model, which comes pretrained); stage 2
 (``align``) trains AlignerNet alone on text-only captions against the base's frozen text encoder, and logs R²
 and caption retrieval on held-out captions before and after; stage 3 (``instruct``) tunes S and AlignerNet's M
 on compositional prompts of kosmos_pairs' garments through the frozen UNet and VAE, then generates "a person
@@ -120,9 +121,14 @@ def run_kosmos_g(s, base_dir: Path, clip_dir: Path, examples: Sequence, held_pai
     if base.is_sdxl:
         raise ValueError(f"{base_dir}: KOSMOS-G here aligns to one text encoder; an SDXL base needs a second aligner")
     frozen = _digests(base)
-    source = TinySourceModel.from_clip(clip_dir, TinySourceConfig(width=s.source_width, layers=s.source_layers,
-                                                                  heads=s.source_heads, image_tokens=s.image_tokens,
-                                                                  max_len=s.max_source_len))
+    if s.source_dir is not None:
+        from training.kosmos.hf_source import HFSourceModel
+
+        source = HFSourceModel(s.source_dir)
+    else:
+        source = TinySourceModel.from_clip(clip_dir, TinySourceConfig(width=s.source_width, layers=s.source_layers,
+                                                                      heads=s.source_heads, image_tokens=s.image_tokens,
+                                                                      max_len=s.max_source_len))
     aligner = AlignerNet(AlignerConfig.preset(s.aligner_preset, source.width, base.text_encoder.config.hidden_size,
                                               max_source_len=s.max_source_len))
     captions = protocol_captions(protocol, s.captions, seed=s.seed + 1)
@@ -155,7 +161,8 @@ def run_kosmos_g(s, base_dir: Path, clip_dir: Path, examples: Sequence, held_pai
         mlflow.log_params(flatten({"base_model": str(base_dir), "clip_dir": str(clip_dir),
                                    "stage3_examples": len(examples), "subject_garments": len(held_pairs),
                                    **flatten(s.model_dump(mode="json"), "kosmos.")}))
-        stages = [st for st in STAGES if st != "instruct" or s.instruct_steps]
+        stages = [st for st in STAGES if (st != "instruct" or s.instruct_steps)
+                  and (st != "lm" or s.source_dir is None)]  # a user's model comes pretrained
         for stage in stages:
             with mlflow_run(tracking, experiment, f"kosmos-g-{stage}", tags={**run_tags, "kosmos.stage": stage},
                             nested=True) as child:
