@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from flywheel.atomic import replace_dir
 from flywheel.checksums import ChecksumError, verify_checksums, write_checksums
 from training.kosmos.aligner import AlignerConfig, AlignerNet
 from training.kosmos.source import TinySourceConfig, TinySourceModel
@@ -69,15 +70,7 @@ def save_kosmos(folder: str | Path, source: TinySourceModel, aligner: AlignerNet
             "source": source_info, "aligner": dataclasses.asdict(aligner.config), **(extra or {})}
     (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
     write_checksums(tmp)
-    if folder.exists():
-        old = folder.with_name(folder.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(folder)
-    return folder
+    return replace_dir(tmp, folder)
 
 
 def load_kosmos(folder: str | Path) -> KosmosModel:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from transformers import CLIPModel, CLIPTextModel
 
+from flywheel.atomic import replace_dir
 from flywheel.protocol import load_protocol
 from training.base_model import BaseModel
 from training.pretrain.clip import (
@@ -238,8 +239,8 @@ def pretrain_base(s: PretrainSettings, work_dir: Path, output_dir: Path, protoco
     for folder in (partial / "tokenizer", clip_partial):  # CLIP's own files too, as SD 1.5's tokenizer/ has them
         for name in ("vocab.json", "merges.txt"):
             shutil.copyfile(tok_dir / name, folder / name)
-    _replace_dir(partial, output_dir)
-    _replace_dir(clip_partial, clip_dir(output_dir))
+    replace_dir(partial, output_dir)
+    replace_dir(clip_partial, clip_dir(output_dir))
     result.grid = sample_grid()
     clock.charge("export")
     result.seconds, result.total_seconds = dict(clock.this_call), dict(clock.total)
@@ -273,14 +274,3 @@ def load_text_encoder_into(clip: CLIPModel, text: CLIPTextModel) -> None:
 def write_card_inputs(folder: Path, s: PretrainSettings, scaling: float) -> None:
     (folder / "pretrain_settings.json").write_text(json.dumps({"settings": s.model_dump(mode="json"),
                                                                "vae_scaling_factor": scaling}, indent=1))
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    if dst.exists():
-        old = dst.with_name(dst.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        dst.rename(old)
-        src.rename(dst)
-        shutil.rmtree(old)
-    else:
-        src.rename(dst)
