@@ -221,6 +221,14 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
     published = training_snapshot(settings)
     assert {r["key"] for r in pairs} <= {r["key"] for split in ("train", "test") for r in published.rows(split)}
     assert all(r["entity_text"] in r["caption"] for r in pairs)
+    # KOSMOS-G on that version's pairs, from Dagster: three nested stage runs, a registered version each
+    from assets.training import kosmos_g_checkpoint
+
+    result = dg.materialize([kosmos_g_checkpoint], resources={"flywheel": FlywheelResource()})
+    kosmos_meta = result.asset_materializations_for_node("kosmos_g_checkpoint")[0].metadata
+    assert sorted(kosmos_meta["stage_versions"].value) == ["align", "instruct", "lm"]
+    instruct = mlflow.MlflowClient().get_model_version("cosmicman-kosmos-g", kosmos_meta["stage_versions"].value["instruct"])
+    assert instruct.tags["snapshot.tag"] == "cosmicman-hq-v1" and instruct.tags["kosmos.stage"] == "instruct"
 
     # training reads the published version and lands in MLflow as a registered model version
     from training.stages import train_variant

@@ -91,7 +91,7 @@ def subject_figures(base, source, aligner, held_pairs: Sequence[dict], judge, cl
 
 def held_out_garments(pairs: Sequence[dict], count: int) -> list[dict]:
     """Test-split garments of the main parts that have a reference crop on another person, at most ``count``."""
-    rows = [r for r in pairs if r.get("split", "test") == "test" and r["reference_key"]
+    rows = [r for r in pairs if r["split"] == "test" and r["reference_key"]
             and r["part"] in ("top", "dress", "bottom")]
     return rows[:count]
 
@@ -199,7 +199,7 @@ def run_kosmos_g(s, base_dir: Path, clip_dir: Path, examples: Sequence, held_pai
                     if grid is not None:
                         mlflow.log_image(grid, "subject_samples.png")
                     numbers = {f"subject.{k}": float(v) for k, v in subject.items()
-                               if isinstance(v, (int, float)) and v is not None}
+                               if isinstance(v, (int, float))}
                     mlflow.log_metrics(numbers)
                     mlflow.log_dict(subject, "subject_scores.json")
                     metrics.update(numbers)
