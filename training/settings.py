@@ -130,11 +130,11 @@ class KosmosSettings(Model):
                                                      "paper: 12 layers of 768 (KOSMOS-G's)")
     captions: int = Field(3000, ge=1, description="protocol captions stages 1 and 2 train on")
     held_out_captions: int = Field(100, ge=2, description="captions of another seed for R² and retrieval")
-    lm_steps: int = Field(300, ge=0, description="stage 1 (S's next-token pretraining); 0 leaves S untrained")
+    lm_steps: int = Field(600, ge=0, description="stage 1 (S's next-token pretraining); 0 leaves S untrained")
     lm_pair_share: float = Field(0.5, ge=0, le=1, description="share of each stage-1 batch that is image-caption pairs "
                                  "(a stage-3 garment crop, then its words), the rest dense captions")
     align_steps: int = Field(2400, ge=1, description="stage 2 (AlignerNet on text-only captions)")
-    instruct_steps: int = Field(600, ge=0, description="stage 3 (compositional instruction tuning through the frozen "
+    instruct_steps: int = Field(2000, ge=0, description="stage 3 (compositional instruction tuning through the frozen "
                                 "UNet); 0 skips it")
     batch_size: int = Field(32, ge=1, description="stages 1 and 2")
     lr: float = Field(1e-3, gt=0, description="stages 1 and 2")
