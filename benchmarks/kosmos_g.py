@@ -43,7 +43,6 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    import numpy as np
 
     from flywheel.protocol import load_protocol
     from training.base_model import load_base
