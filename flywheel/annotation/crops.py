@@ -43,13 +43,19 @@ def part_crops(image: np.ndarray, parsing: np.ndarray, protocol: Protocol, size:
     return out
 
 
-N_PART_FEATURES = 16
+N_BASE_FEATURES = 16
+DETAIL_GRID = 4
+N_PART_FEATURES = N_BASE_FEATURES + 2 + DETAIL_GRID * DETAIL_GRID
 
 
 def part_features(image: np.ndarray, parsing: np.ndarray, protocol: Protocol) -> np.ndarray:
-    """(n_parts, 16) float32 statistics of each part's mask: presence, area and box relative
-    to the body, colour mean/spread, dark/bright/red shares and texture energy. They give the
-    annotator what a 48 px crop blurs (relative lengths, exact colours, fine patterns)."""
+    """(n_parts, 34) float32 statistics of each part's mask, read at the image's full resolution:
+    presence, area and box relative to the body, colour mean/spread, dark/bright/red shares and
+    texture energy; the box's width and height as logs of multiples of the face's height (the head
+    is the body's yardstick: a build or a hem length is a ratio to it, and a linear model adds
+    logs); and where the part's dark details are (:func:`detail_grid`: a collar, a zip, buttons, a
+    ribbed hem are a few pixels each, lost in a 48 px crop). They give the annotator what a crop
+    blurs."""
     if parsing.shape != image.shape[:2]:
         parsing = cv2.resize(parsing, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
     out = np.zeros((len(protocol.parts), N_PART_FEATURES), np.float32)
@@ -64,6 +70,8 @@ def part_features(image: np.ndarray, parsing: np.ndarray, protocol: Protocol) ->
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
     texture = np.abs(cv2.Laplacian(gray, cv2.CV_32F))
     body_area = max(1, int(human.sum()))
+    face_ys = np.nonzero(np.isin(parsing, protocol.parts["face"].class_ids))[0] if "face" in protocol.parts else ()
+    face_h = float(face_ys.max() - face_ys.min() + 1) if len(face_ys) else 0.0
     for i, part in enumerate(protocol.parts.values()):
         mask = np.isin(parsing, part.class_ids) if part.class_ids else np.ones_like(human)
         n = int(mask.sum())
@@ -73,10 +81,30 @@ def part_features(image: np.ndarray, parsing: np.ndarray, protocol: Protocol) ->
         px_ = img[mask]
         mean, std = px_.mean(0), px_.std(0)
         lum = px_.mean(1)
+        w, h = px.max() - px.min() + 1, py.max() - py.min() + 1
+        relative = [np.log(w / face_h), np.log(h / face_h)] if face_h and part.class_ids else [0.0, 0.0]
         out[i] = [1.0, n / body_area, ((px.min() + px.max()) / 2 - bx0) / bw, ((py.min() + py.max()) / 2 - by0) / bh,
-                  (px.max() - px.min() + 1) / bw, (py.max() - py.min() + 1) / bh, *mean, *std,
+                  w / bw, h / bh, *mean, *std,
                   (lum < 0.25).mean(), (lum > 0.8).mean(), ((px_[:, 0] > 0.5) & (px_[:, 1] < 0.35)).mean(),
-                  float(texture[mask].mean())]
+                  float(texture[mask].mean()), *relative,
+                  *(detail_grid(gray, mask, (py.min(), py.max() + 1, px.min(), px.max() + 1)) if part.class_ids
+                    else np.zeros(DETAIL_GRID * DETAIL_GRID))]
+    return out
+
+
+def detail_grid(gray: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int], cells: int = DETAIL_GRID) -> np.ndarray:
+    """(cells * cells,) share of the part's pixels in each cell of its box that are clearly darker
+    than the part's median (below 0.75 of it): where its seams, collar, buttons or hem band are."""
+    y0, y1, x0, x1 = box
+    g, m = gray[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+    dark = (g < 0.75 * np.median(g[m])) & m
+    ey, ex = np.linspace(0, g.shape[0], cells + 1).astype(int), np.linspace(0, g.shape[1], cells + 1).astype(int)
+    out = np.zeros(cells * cells, np.float32)
+    for a in range(cells):
+        for b in range(cells):
+            total = m[ey[a]:ey[a + 1], ex[b]:ex[b + 1]].sum()
+            if total:
+                out[a * cells + b] = dark[ey[a]:ey[a + 1], ex[b]:ex[b + 1]].sum() / total
     return out
 
 

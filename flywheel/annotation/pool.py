@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from flywheel.annotation.crops import Views
+from flywheel.annotation.crops import N_PART_FEATURES, Views
 from flywheel.annotation.iterations import Pool
 from flywheel.annotation.parsing import SegformerParser, decode_parsing, geometric_parsing
 from flywheel.backends import BackendUnavailable
@@ -43,6 +43,8 @@ def _views_cache(folder: Path) -> tuple[dict[str, int], Views | None, dict[str, 
     if not path.exists():
         return {}, None, {}
     data = np.load(path, allow_pickle=False)
+    if data["stats"].shape[-1] != N_PART_FEATURES:  # written by a version with other part features: built again
+        return {}, None, {}
     ids = data["ids"].tolist()
     parsing = dict(zip(ids, zip(data["parsing_keys"].tolist(), data["parsing_sources"].tolist()))) \
         if "parsing_keys" in data else {}  # caches written before parsing was cached: parsed again

@@ -32,7 +32,7 @@ from flywheel.annotation.annotator import (
     SavedAnnotator,
     hierarchical_answers,
 )
-from flywheel.annotation.crops import Views
+from flywheel.annotation.crops import N_BASE_FEATURES, Views
 from flywheel.protocol import Protocol
 
 
@@ -70,6 +70,9 @@ def shape_histogram(crops: np.ndarray, cells: int = 4) -> np.ndarray:
     return out
 
 
+LAYOUT = [0, 1, 2, 3, 4, 5, N_BASE_FEATURES, N_BASE_FEATURES + 1]  # of crops.part_features' columns
+
+
 class PartStatsAnnotator(SavedAnnotator):
     """The ``part_stats`` backend (see module docstring); same interface as the CNN backend."""
 
@@ -94,7 +97,7 @@ class PartStatsAnnotator(SavedAnnotator):
         if self._part_only(self.model_of[category]):
             return np.concatenate(own, 1)
         own.append(shape_histogram(views.crops[:, p]))
-        layout = views.stats[:, :, :6].reshape(len(views), -1)  # presence, area, box of every part
+        layout = views.stats[:, :, LAYOUT].reshape(len(views), -1)  # presence, area, box, size in faces of every part
         return np.concatenate([*own, views.stats[:, self.body], layout], 1)
 
     def probabilities(self, views: Views, batch_size: int = 0) -> list[np.ndarray]:
