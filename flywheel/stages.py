@@ -229,6 +229,9 @@ def annotation_iteration(settings: Settings, k: int, run_tags: dict[str, str] | 
                    "categories_below_target": sum(v < settings.annotation.target_accuracy for v in result.accuracy_after.values())}
         if result.accuracy_after:  # nothing measured (too few I_e images): no mean, rather than a 0 that reads as one
             metrics["mean_accuracy_after"] = result.mean_accuracy
+        pretrained = getattr(flywheel.annotator(k), "pretrain_summary", None)  # learned: its label-free pretraining
+        if pretrained:
+            metrics.update({f"pretrain.{key}": float(v) for key, v in pretrained.items() if isinstance(v, (int, float))})
         metrics.update({f"acc_before.{c}": v for c, v in result.accuracy_before.items()})
         metrics.update({f"acc_after.{c}": v for c, v in result.accuracy_after.items()})
         mlflow.log_metrics(metrics, step=k)

@@ -20,6 +20,7 @@ from flywheel.annotation.labelling import (
     LabelRequest,
     OracleLabeller,
 )
+from tests.tiny_annotator import TINY_PRETRAIN
 
 ANSWERS = {"gender": "woman", "age": "adult", "body_shape": "slim", "person_type": "full body", "pose": "standing",
            "arm_pose": "arms down", "background": "outdoor", "expression": "smiling", "hair_length": "long",
@@ -104,7 +105,7 @@ class CountingOracle(OracleLabeller):
 
 def test_iterations_resume_without_losing_or_double_counting_labels(protocol, small_pool, tmp_path):
     settings = AnnotationSettings(eval_size=20, seed_size=10, batch_size=10, max_iterations=2, label_budget=1.0,
-                                  annotator=AnnotatorSettings(crop_size=32, epochs=2, width=16))
+                                  annotator=AnnotatorSettings(crop_size=32, epochs=2, width=16, pretrain=TINY_PRETRAIN))
     oracle = CountingOracle(small_pool.truth)
     fw = AnnotationFlywheel(tmp_path, protocol, settings, small_pool, oracle)
     first = fw.run_iteration(0)
@@ -180,6 +181,9 @@ def test_stages_from_annotation_to_snapshot_to_training_track_in_mlflow(workspac
     run = mlflow.get_run(run_id)
     assert run.data.metrics["total_labels"] == result.total_labels
     assert "acc_after.gender" in run.data.metrics and run.data.params["labeller"] == "oracle"
+    # the default (learned) annotator's label-free pretraining on the pool, with its loss falling
+    assert run.data.params["annotation.annotator.backend"] == "learned"
+    assert run.data.metrics["pretrain.crops"] > 0 and run.data.metrics["pretrain.last_loss"] < run.data.metrics["pretrain.first_loss"]
     assert {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)} >= {"iteration.json", "accuracy_vs_iteration.png"}
     assert not (tmp_path / "mlruns").exists() and (workspace / "mlartifacts").exists()
 
@@ -380,7 +384,7 @@ def test_a_category_too_rare_in_the_evaluation_set_is_not_measured_and_is_labell
     'every category meets the target' from being declared, and the next iteration asks for it."""
     settings = AnnotationSettings(eval_size=20, seed_size=6, batch_size=6, max_iterations=3, label_budget=1.0,
                                   min_eval_count=5, target_accuracy=0.01,  # every measured category "meets" it
-                                  annotator=AnnotatorSettings(crop_size=32, epochs=1, width=16))
+                                  annotator=AnnotatorSettings(crop_size=32, epochs=1, width=16, pretrain=TINY_PRETRAIN))
     fw = AnnotationFlywheel(tmp_path, protocol, settings, small_pool, OracleLabeller(small_pool.truth))
     counts = {c: sum(small_pool.truth[r].get(c) is not None for r in fw.eval_ids) for c in protocol.categories}
     rare = sorted(c for c, n in counts.items() if n < 5)
@@ -396,7 +400,7 @@ def test_a_category_too_rare_in_the_evaluation_set_is_not_measured_and_is_labell
 
 def test_the_pool_is_labelled_by_the_best_iteration_not_the_latest(protocol, small_pool, tmp_path):
     settings = AnnotationSettings(eval_size=20, seed_size=10, batch_size=10, max_iterations=2, label_budget=1.0,
-                                  annotator=AnnotatorSettings(crop_size=32, epochs=2, width=16))
+                                  annotator=AnnotatorSettings(crop_size=32, epochs=2, width=16, pretrain=TINY_PRETRAIN))
     fw = AnnotationFlywheel(tmp_path, protocol, settings, small_pool, OracleLabeller(small_pool.truth))
     fw.run_iteration(0)
     fw.run_iteration(1)

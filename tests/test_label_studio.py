@@ -6,6 +6,7 @@ from flywheel.annotation.annotator import AnnotatorSettings
 from flywheel.annotation.iterations import AnnotationFlywheel, AnnotationSettings
 from flywheel.annotation.label_studio import NA_CHOICE, LabelStudioLabeller, labelling_config
 from flywheel.annotation.labelling import NOT_APPLICABLE, LabelRequest
+from tests.tiny_annotator import TINY_PRETRAIN
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -80,7 +81,7 @@ def test_an_iteration_waits_for_people_then_continues(label_studio, protocol, tm
     labeller = LabelStudioLabeller(url, token, protocol, images, tmp_path / "ls.json",
                                    project_prefix="flywheel test")
     settings = AnnotationSettings(eval_size=20, seed_size=3, batch_size=3, max_iterations=1, label_budget=1.0,
-                                  annotator=AnnotatorSettings(crop_size=32, epochs=1, width=16, min_steps=5))
+                                  annotator=AnnotatorSettings(crop_size=32, epochs=1, width=16, pretrain=TINY_PRETRAIN, min_steps=5))
     fw = AnnotationFlywheel(tmp_path / "annotation", protocol, settings, small_pool, labeller)
     waiting = fw.run_iteration(0)
     assert waiting.status == "waiting" and fw.labels_spent() == 0

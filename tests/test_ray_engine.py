@@ -119,7 +119,7 @@ def test_annotation_pool_parsing_and_views_on_ray_equal_the_local_engine(protoco
     assert [(i.parsing_sha256, i.parsing_source) for i in again_images] == [(i.parsing_sha256, i.parsing_source) for i in local_images]
 
 
-@pytest.mark.parametrize("backend", ["part_stats", "attribute_cnn"])
+@pytest.mark.parametrize("backend", ["part_stats", "learned"])  # learned: a torch encoder shipped to the actors
 def test_annotator_labelling_the_pool_on_ray_equals_the_local_engine(protocol, tmp_path, backend):
     import numpy as np
     import ray
@@ -127,12 +127,15 @@ def test_annotator_labelling_the_pool_on_ray_equals_the_local_engine(protocol, t
     from flywheel.annotation.annotator import AnnotatorSettings, new_annotator
     from flywheel.annotation.pool import build_pool
     from flywheel.annotation.pool_labels import pool_probabilities
+    from tests.tiny_annotator import TINY_PRETRAIN
 
     store = ContentStore(tmp_path / "store")
     raw = ingest_synthetic(SyntheticConfig(seed=6, bad_fraction=0.0, width=128, height=192), protocol, store, count=24).table
     kept = run_filter(raw, store, FilterSettings(min_short_side=64, min_long_side=96, min_face=8), workers=1).table.to_pylist()
     pool, _, _ = build_pool(kept, {r["record_id"]: r for r in raw.to_pylist()}, store, protocol, tmp_path / "pool")
-    annotator = new_annotator(protocol, AnnotatorSettings(backend=backend, min_steps=2, epochs=1))
+    annotator = new_annotator(protocol, AnnotatorSettings(backend=backend, min_steps=2, epochs=1, pretrain=TINY_PRETRAIN))
+    if backend == "learned":
+        annotator.pretrain(pool.views)
     labelled = [i for i, rid in enumerate(pool.record_ids) if rid in pool.truth][:12]
     annotator.fit(pool.views[labelled], [{k: v for k, v in pool.truth[pool.record_ids[i]].items() if v is not None}
                                          for i in labelled])

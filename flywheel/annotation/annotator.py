@@ -203,6 +203,10 @@ def new_annotator(protocol: Protocol, settings: AnnotatorSettings):
         from flywheel.annotation.stats_annotator import PartStatsAnnotator
 
         return PartStatsAnnotator(protocol, settings)
+    if settings.backend == "learned":
+        from flywheel.annotation.learned_annotator import LearnedAnnotator
+
+        return LearnedAnnotator(protocol, settings)
     if settings.backend == "vlm":
         from flywheel.annotation.vlm_annotator import VlmAnnotator
 
@@ -217,6 +221,10 @@ def load_annotator(path: str | Path, protocol: Protocol):
         from flywheel.annotation.stats_annotator import PartStatsAnnotator
 
         return PartStatsAnnotator.load(path, protocol)
+    if backend == "learned":
+        from flywheel.annotation.learned_annotator import LearnedAnnotator
+
+        return LearnedAnnotator.load(path, protocol)
     if backend == "vlm":
         from flywheel.annotation.vlm_annotator import VlmAnnotator
 

@@ -199,8 +199,21 @@ class AnnotationFlywheel:
         done = self.completed()
         k = (len(done) - 1) if k is None else k
         if k < 0:
-            return new_annotator(self.protocol, self.settings.annotator)
+            return self._fresh_annotator()
         return load_annotator(self._dir(k) / "annotator", self.protocol)
+
+    def _fresh_annotator(self):
+        """Iteration 0's starting point; a backend that pretrains on the pool without labels (``learned``)
+        does so once, saved in ``pretrained/`` so a resumed run does not pretrain again."""
+        annotator = new_annotator(self.protocol, self.settings.annotator)
+        if not hasattr(annotator, "pretrain"):
+            return annotator
+        folder = self.folder / "pretrained"
+        if (folder / "annotator.json").exists():
+            return load_annotator(folder, self.protocol)
+        annotator.pretrain(self.pool.views)
+        annotator.save(folder)
+        return annotator
 
     def _sample(self, k: int, annotator: AttributeAnnotator, categories: list[str], budget_left: int) -> list[str]:
         s = self.settings

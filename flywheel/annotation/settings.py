@@ -8,9 +8,24 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 
+class PretrainSettings(BaseModel):
+    """How the part encoder is pretrained on the pool (no labels)."""
+
+    steps: int = Field(600, ge=0, description="optimiser steps of contrastive pretraining (0: a random encoder)")
+    batch_size: int = Field(256, ge=2, description="crops per step (each gives two views; every other crop is a negative)")
+    lr: float = Field(2e-3, gt=0)
+    temperature: float = Field(0.2, gt=0)
+    width: int = Field(64, ge=8, description="channels of the encoder's last layers")
+    grid: int = Field(2, ge=1, description="the embedding pools the last feature map to grid x grid cells")
+    max_crops: int = Field(60_000, ge=1, description="pretrain on at most this many part crops of the pool")
+    seed: int = 0
+
+
 class AnnotatorSettings(BaseModel):
-    backend: Literal["part_stats", "attribute_cnn", "vlm"] = Field(
-        "part_stats", description="part_stats: per-category linear models over part features (label-efficient); "
+    backend: Literal["part_stats", "learned", "attribute_cnn", "vlm"] = Field(
+        "learned", description="learned: per-category linear models over part features and the embeddings of a part "
+        "encoder pretrained on the pool without labels (the default); part_stats: the same models over part features "
+        "only (no pretraining); "
         "attribute_cnn: a multi-head CNN over part crops (needs more labels); vlm: a local BLIP-2 / InstructBLIP "
         "checkpoint fine-tuned with LoRA (vlm_dir)")
     regularisation: float = Field(0.3, gt=0, description="part_stats: inverse L2 strength of each category's model")
@@ -21,6 +36,8 @@ class AnnotatorSettings(BaseModel):
     batch_size: int = Field(64, ge=1)
     lr: float = Field(2e-3, gt=0)
     seed: int = 0
+    pretrain: PretrainSettings = Field(default_factory=PretrainSettings, description="learned: the part encoder's "
+                                       "self-supervised pretraining on the pool")
     vlm_dir: str | None = Field(None, description="vlm: a local transformers BLIP-2 / InstructBLIP directory (never downloaded)")
     vlm_device: str | None = Field(None, description="vlm: torch device (default: cuda when available)")
     vlm_lora_rank: int = Field(8, ge=1)
