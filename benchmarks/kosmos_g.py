@@ -123,11 +123,10 @@ def stage3(args, protocol, base, source, aligner, examples, held) -> bool:
     held-out garments: the judged colour and type, CLIP-I/CLIP-T, and the UNet's digest before and after."""
     import numpy as np
 
-    from evaluation.subject import subject_scores
     from evaluation.truth_judge import TruthJudge
-    from training.kosmos.generate import KosmosGenerator, weights_digest
+    from training.kosmos.generate import weights_digest
     from training.kosmos.instruct import InstructSettings, train_instruct
-    from training.kosmos.pairs import unpng
+    from training.kosmos.run import subject_figures
 
     digest = weights_digest(base.unet)
     t1, losses = time.perf_counter(), []
@@ -136,19 +135,17 @@ def stage3(args, protocol, base, source, aligner, examples, held) -> bool:
     print(f"stage 3: {args.instruct_steps} steps in {time.perf_counter() - t1:.0f}s; loss first 50 "
           f"{np.mean(losses[:50]):.4f}, last 50 {np.mean(losses[-50:]):.4f}")
 
-    crops = [unpng(r["crop_png"]) for r in held]
-    gen = KosmosGenerator(base, source, aligner, aligned_null=True)
+    judge = TruthJudge.load(ROOT / "models" / "truth-judge", protocol)
     t2 = time.perf_counter()
-    images = gen.generate([("a person wearing <image>", [c]) for c in crops], seeds=list(range(len(crops))))
+    scores, _ = subject_figures(base, source, aligner, held, judge, ROOT / "models" / "embedded-base-clip", steps=25)
+    if "garments" not in scores:
+        print(f"subject-driven figures not computed: {scores['not_computed']}")
+        return False
     signatures = [json.loads(r["signature_json"]) for r in held]
     colour = sorted({c for s in signatures for c in s if c.endswith("_color")})
     kind = sorted({c for s in signatures for c in s if c.endswith("_type") or c == "dress"})
-    judge = TruthJudge.load(ROOT / "models" / "truth-judge", protocol)
-    scores = subject_scores(images, [unpng(r["reference_crop_png"]) for r in held],
-                            ["a person wearing " + r["entity_text"] for r in held], signatures, judge,
-                            ROOT / "models" / "embedded-base-clip", colour_categories=colour, type_categories=kind)
     same = weights_digest(base.unet) == digest
-    print(f"subject-driven: {len(images)} held-out garments (top/dress/bottom), 25 DDIM steps, guidance 7.5, "
+    print(f"subject-driven: {scores.get('garments', 0)} held-out garments (top/dress/bottom), 25 DDIM steps, guidance 7.5, "
           f"{time.perf_counter() - t2:.0f}s; judge {scores['judge']}")
     print("| measure | value | goal |\n| --- | --- | --- |")
     print(f"| garment colour (judged) | {scores['colour_accuracy']:.3f} | >= 0.70 (chance ~0.125) |")
