@@ -11,7 +11,7 @@ the ``learned`` backend reusing the flywheel's label-free pretraining), with the
 labels lift to the target named.
 
     .venv/bin/python benchmarks/annotation_flywheel.py [--pools 1500,5000] [--backend learned]
-        [--eval-labels labelling|truth] [--held-out 1000]
+        [--self-training on|off] [--eval-labels labelling|truth] [--held-out 1000]
 """
 
 from __future__ import annotations
@@ -134,6 +134,8 @@ def main() -> int:
     ap.add_argument("--max-iterations", type=int, default=None)
     ap.add_argument("--backend", default=None, help="annotator backend (default: the settings')")
     ap.add_argument("--pretrain-steps", type=int, default=None, help="learned backend: contrastive steps")
+    ap.add_argument("--self-training", choices=["on", "off"], default="on",
+                    help="part_stats / learned: confident answers on the unlabelled pool join the labels for a second fit")
     ap.add_argument("--eval-labels", choices=["labelling", "truth"], default="labelling",
                     help="I_e labelled through the oracle and counted (default), or read from ground truth for free")
     ap.add_argument("--eval-size", type=int, default=None, help="images in I_e (default: the settings')")
@@ -148,6 +150,8 @@ def main() -> int:
     settings = settings.model_copy(update=updates)
     if args.backend:
         settings.annotator = settings.annotator.model_copy(update={"backend": args.backend})
+    if args.self_training == "off":
+        settings.annotator = settings.annotator.model_copy(update={"pseudo_label_confidence": None})
     if args.pretrain_steps is not None:
         settings.annotator.pretrain = settings.annotator.pretrain.model_copy(update={"steps": args.pretrain_steps})
 
@@ -158,7 +162,7 @@ def main() -> int:
     print(f"rendered {max(sizes)} pool images and {args.held_out} held-out ones, views built in {time.perf_counter() - t0:.0f}s")
     fallback_parsing_miou(protocol, pairs[:100])
     del pairs
-    print(f"annotator backend {settings.annotator.backend}; seed {settings.seed_size} images, {settings.batch_size} per "
+    print(f"annotator backend {settings.annotator.backend} (self-training {args.self_training}); seed {settings.seed_size} images, {settings.batch_size} per "
           f"iteration, I_e {settings.eval_size} images ({settings.eval_labels})")
     ok = True
     for n in sizes:

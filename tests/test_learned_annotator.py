@@ -100,3 +100,14 @@ def test_detail_grid_finds_where_a_garment_is_darker_and_features_size_parts_in_
     face = list(protocol.parts).index("face")
     assert abs(feats[face, N_BASE_FEATURES + 1]) < 1e-6  # the face is one face tall
     assert feats[protocol.body_part_index, N_BASE_FEATURES + 1] > np.log(3)  # a person is several faces tall
+
+
+def test_self_training_adds_confident_answers_on_the_unlabelled_pool_and_can_be_turned_off(protocol, small_pool):
+    labels = [{c: small_pool.truth[r][c] for c in ("hat", "scarf", "person_type")} for r in small_pool.record_ids[:30]]
+    on = new_annotator(protocol, AnnotatorSettings(backend="part_stats"))
+    summary = on.fit(small_pool.views[:30], labels, unlabelled=small_pool.views[30:])
+    assert summary["labels"] > 3 * 30 and summary["pseudo_labels"] == summary["labels"] - 3 * 30  # confident answers joined
+    off = new_annotator(protocol, AnnotatorSettings(backend="part_stats", pseudo_label_confidence=None))
+    plain = off.fit(small_pool.views[:30], labels, unlabelled=small_pool.views[30:])
+    assert plain["labels"] == 3 * 30 and "pseudo_labels" not in plain
+    assert on.version == off.version == 1  # one fit, whatever the rounds inside it

@@ -130,9 +130,11 @@ class AttributeAnnotator(SavedAnnotator):
         return hierarchical_answers(self.protocol, self.categories, self.probabilities(views), len(views))
 
     # ---- learning ----------------------------------------------------------------------------
-    def fit(self, views: Views, labels: Sequence[Mapping[str, str]], epochs: int | None = None) -> dict[str, float]:
+    def fit(self, views: Views, labels: Sequence[Mapping[str, str]], epochs: int | None = None,
+            unlabelled: Views | None = None) -> dict[str, float]:
         """Fine-tune on labelled answers: ``labels[i]`` maps category -> answer for the
-        categories a human labelled on image i (others are not trained on)."""
+        categories a human labelled on image i (others are not trained on). ``unlabelled`` (the
+        flywheel passes the rest of the pool to every backend) is not used here."""
         s = self.settings
         targets = np.full((len(views), len(self.categories)), -1, dtype=np.int64)
         for i, lab in enumerate(labels):

@@ -275,7 +275,9 @@ class AnnotationFlywheel:
         labelled = self.ledger.by_record()
         if plan["images"]:
             ids = sorted(labelled)
-            annotator.fit(self.pool.views[self.pool.index(ids)], [labelled[r] for r in ids])
+            rest = sorted(set(self.pool.record_ids) - set(ids) - set(self.eval_ids))  # I_e stays unseen
+            annotator.fit(self.pool.views[self.pool.index(ids)], [labelled[r] for r in ids],
+                          unlabelled=self.pool.views[self.pool.index(rest)] if rest else None)
         detail = self.evaluate_detail(annotator, reference)
         after = {c: d["accuracy"] for c, d in detail.items() if d["measured"]}
         truth = {r: self.pool.truth[r] for r in self.eval_ids if r in self.pool.truth}

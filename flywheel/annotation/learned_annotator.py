@@ -69,8 +69,14 @@ class LearnedAnnotator(PartStatsAnnotator):
     def probabilities(self, views: Views, batch_size: int = 0) -> list[np.ndarray]:
         return super().probabilities(self._embedded(views), batch_size)  # every part embedded once, not per category
 
-    def fit(self, views: Views, labels, epochs: int | None = None) -> dict[str, float]:
-        return super().fit(self._embedded(views), labels, epochs)
+    def fit(self, views: Views, labels, epochs: int | None = None, unlabelled: Views | None = None) -> dict[str, float]:
+        return super().fit(self._embedded(views), labels, epochs,
+                           None if unlabelled is None else self._embedded(unlabelled))
+
+    def _join(self, a: Views, b: Views) -> "EmbeddedViews":
+        a, b = self._embedded(a), self._embedded(b)
+        return EmbeddedViews(np.concatenate([a.crops, b.crops]), np.concatenate([a.stats, b.stats]),
+                             np.concatenate([a.embeddings, b.embeddings]))
 
     # ---- persistence: the classifiers and the encoder in one pickle (state bytes only) -----------
     state_file = "learned.pkl"

@@ -123,7 +123,30 @@ class PartStatsAnnotator(SavedAnnotator):
     def predict(self, views: Views) -> tuple[list[dict[str, str | None]], list[dict[str, float]]]:
         return hierarchical_answers(self.protocol, self.categories, self.probabilities(views), len(views))
 
-    def fit(self, views: Views, labels: Sequence[Mapping[str, str]], epochs: int | None = None) -> dict[str, float]:
+    def fit(self, views: Views, labels: Sequence[Mapping[str, str]], epochs: int | None = None,
+            unlabelled: Views | None = None) -> dict[str, float]:
+        """Fit every category's model on ``labels`` (category -> answer per image of ``views``).
+        With ``unlabelled`` images (the rest of the pool) and ``settings.pseudo_label_confidence``
+        set, one round of self-training follows: the answers the fitted models give with at least
+        that confidence join the labels (as answers, never as paid labels) and every model is fitted
+        again."""
+        summary = self._fit(views, labels)
+        threshold = self.settings.pseudo_label_confidence
+        if unlabelled is not None and len(unlabelled) and threshold is not None:
+            answers, confidences = self.predict(unlabelled)
+            pseudo = [{c: a for c, a in ans.items() if a is not None and conf.get(c, 0.0) >= threshold}
+                      for ans, conf in zip(answers, confidences)]
+            keep = [i for i, p in enumerate(pseudo) if p]
+            if keep:
+                summary = self._fit(self._join(views, unlabelled[np.array(keep)]), [*labels, *(pseudo[i] for i in keep)])
+                summary["pseudo_labels"] = sum(len(pseudo[i]) for i in keep)
+        self.version += 1
+        return summary
+
+    def _join(self, a: Views, b: Views) -> Views:
+        return Views.concat([a, b])
+
+    def _fit(self, views: Views, labels: Sequence[Mapping[str, str]]) -> dict[str, float]:
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
@@ -144,7 +167,6 @@ class PartStatsAnnotator(SavedAnnotator):
                 continue
             model = make_pipeline(StandardScaler(), LogisticRegression(C=self.settings.regularisation, max_iter=2000))
             self.models[key] = model.fit(np.concatenate(xs), ys)
-        self.version += 1
         return {"labels": n, "images": len(labels), "categories": len(self.models)}
 
     state_file = "models.pkl"

@@ -117,8 +117,9 @@ class VlmAnnotator(SavedAnnotator):
         return hierarchical_answers(self.protocol, self.categories, self.probabilities(views), len(views))
 
     # ---- learning ----------------------------------------------------------------------------
-    def fit(self, views: Views, labels: Sequence[Mapping[str, str]], epochs: int | None = None) -> dict[str, float]:
-        """LoRA fine-tuning on every labelled (image, category, answer) so far."""
+    def fit(self, views: Views, labels: Sequence[Mapping[str, str]], epochs: int | None = None,
+            unlabelled: Views | None = None) -> dict[str, float]:
+        """LoRA fine-tuning on every labelled (image, category, answer) so far (``unlabelled``: not used)."""
         s = self.settings
         pairs = [(i, name, lab[name]) for i, lab in enumerate(labels) for name in self.categories if lab.get(name) is not None]
         if not pairs:
