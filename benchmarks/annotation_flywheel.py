@@ -134,8 +134,8 @@ def main() -> int:
     ap.add_argument("--max-iterations", type=int, default=None)
     ap.add_argument("--backend", default=None, help="annotator backend (default: the settings')")
     ap.add_argument("--pretrain-steps", type=int, default=None, help="learned backend: contrastive steps")
-    ap.add_argument("--self-training", choices=["on", "off"], default="on",
-                    help="part_stats / learned: confident answers on the unlabelled pool join the labels for a second fit")
+    ap.add_argument("--self-training", choices=["on", "off"], default="off",
+                    help="part_stats / learned: answers 0.9 confident on the unlabelled pool join the labels for a second fit")
     ap.add_argument("--eval-labels", choices=["labelling", "truth"], default="labelling",
                     help="I_e labelled through the oracle and counted (default), or read from ground truth for free")
     ap.add_argument("--eval-size", type=int, default=None, help="images in I_e (default: the settings')")
@@ -150,8 +150,8 @@ def main() -> int:
     settings = settings.model_copy(update=updates)
     if args.backend:
         settings.annotator = settings.annotator.model_copy(update={"backend": args.backend})
-    if args.self_training == "off":
-        settings.annotator = settings.annotator.model_copy(update={"pseudo_label_confidence": None})
+    settings.annotator = settings.annotator.model_copy(
+        update={"pseudo_label_confidence": 0.9 if args.self_training == "on" else None})
     if args.pretrain_steps is not None:
         settings.annotator.pretrain = settings.annotator.pretrain.model_copy(update={"steps": args.pretrain_steps})
 

@@ -104,10 +104,10 @@ def test_detail_grid_finds_where_a_garment_is_darker_and_features_size_parts_in_
 
 def test_self_training_adds_confident_answers_on_the_unlabelled_pool_and_can_be_turned_off(protocol, small_pool):
     labels = [{c: small_pool.truth[r][c] for c in ("hat", "scarf", "person_type")} for r in small_pool.record_ids[:30]]
-    on = new_annotator(protocol, AnnotatorSettings(backend="part_stats"))
+    on = new_annotator(protocol, AnnotatorSettings(backend="part_stats", pseudo_label_confidence=0.9))
     summary = on.fit(small_pool.views[:30], labels, unlabelled=small_pool.views[30:])
     assert summary["labels"] > 3 * 30 and summary["pseudo_labels"] == summary["labels"] - 3 * 30  # confident answers joined
-    off = new_annotator(protocol, AnnotatorSettings(backend="part_stats", pseudo_label_confidence=None))
+    off = new_annotator(protocol, AnnotatorSettings(backend="part_stats"))  # off by default
     plain = off.fit(small_pool.views[:30], labels, unlabelled=small_pool.views[30:])
     assert plain["labels"] == 3 * 30 and "pseudo_labels" not in plain
     assert on.version == off.version == 1  # one fit, whatever the rounds inside it
