@@ -275,9 +275,8 @@ class AnnotationFlywheel:
         labelled = self.ledger.by_record()
         if plan["images"]:
             ids = sorted(labelled)
-            rest = sorted(set(self.pool.record_ids) - set(ids) - set(self.eval_ids))  # I_e stays unseen
             annotator.fit(self.pool.views[self.pool.index(ids)], [labelled[r] for r in ids],
-                          unlabelled=self.pool.views[self.pool.index(rest)] if rest else None)
+                          unlabelled=self._unlabelled(set(ids)))
         detail = self.evaluate_detail(annotator, reference)
         after = {c: d["accuracy"] for c, d in detail.items() if d["measured"]}
         truth = {r: self.pool.truth[r] for r in self.eval_ids if r in self.pool.truth}
@@ -291,6 +290,15 @@ class AnnotationFlywheel:
         result.stop_reason = self._stop_reason(k, result)
         _write_json(metrics, result.to_json())
         return result
+
+    def _unlabelled(self, labelled: set[str]) -> Views | None:
+        """The pool's views a fit may self-train on (neither labelled nor in I_e), only when self-training
+        is on: a copy of nearly the whole pool's crops is not made for nothing."""
+        if self.settings.annotator.pseudo_label_confidence is None:
+            return None
+        excluded = labelled | set(self.eval_ids)
+        rest = [r for r in self.pool.record_ids if r not in excluded]
+        return self.pool.views[self.pool.index(rest)] if rest else None
 
     def _ask_by_level(self, ledger: LabelLedger, batch: str, ids: list[str], categories: list[str],
                       ai: dict | None = None, hints: dict | None = None,

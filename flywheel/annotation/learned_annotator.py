@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from flywheel.annotation.crops import Views
-from flywheel.annotation.part_encoder import PartEncoder, PretrainSettings, embed, pretrain_encoder
+from flywheel.annotation.part_encoder import PartEncoder, embed, pretrain_encoder
 from flywheel.annotation.settings import AnnotatorSettings
 from flywheel.annotation.stats_annotator import PartStatsAnnotator
 from flywheel.protocol import Protocol
@@ -36,16 +36,10 @@ class LearnedAnnotator(PartStatsAnnotator):
 
     def __init__(self, protocol: Protocol, settings: AnnotatorSettings | None = None):
         super().__init__(protocol, settings or AnnotatorSettings(backend="learned"))
-        s = self.settings.pretrain
         self.encoder: PartEncoder | None = None
         self.pretrain_summary: dict = {}
-        self._width, self._grid = s.width, s.grid
         parts = list(protocol.parts)
         self.person_parts = [parts.index(p) for p in PERSON_PARTS if p in parts]
-
-    @property
-    def pretrained(self) -> bool:
-        return self.encoder is not None
 
     def pretrain(self, views: Views, log=None) -> dict:
         """Contrastive pretraining of the encoder on ``views`` (the pool; labels never read)."""
@@ -93,7 +87,7 @@ class LearnedAnnotator(PartStatsAnnotator):
         self.models, self.pretrain_summary = state["models"], state["pretrain"]
         self.encoder = None
         if state["encoder"] is not None:
-            self.encoder = PartEncoder(self._width, self._grid)
+            self.encoder = PartEncoder(self.settings.pretrain.width, self.settings.pretrain.grid)
             self.encoder.load_state_dict(torch.load(io.BytesIO(state["encoder"]), map_location="cpu", weights_only=True))
             self.encoder.eval()
 
@@ -108,5 +102,3 @@ class EmbeddedViews(Views):
     def __getitem__(self, idx) -> "EmbeddedViews":
         return EmbeddedViews(self.crops[idx], self.stats[idx], self.embeddings[idx])
 
-
-__all__ = ["LearnedAnnotator", "PretrainSettings"]
